@@ -1,0 +1,3 @@
+from grun_cli.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""`grun` entry point: the first argument picks the subcommand, the rest goes to Hydra unchanged."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from grun_cli import __version__
+from grun_cli.commands import COMMANDS, Command
+from grun_cli.errors import GrunError
+
+log = logging.getLogger("grun")
+
+EXIT_USER_ERROR = 2
+
+
+def usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = [
+        f"grun {__version__} - LLM unlearning experiments with GRUN (Gated Representation UNlearning)",
+        "",
+        "usage: grun <command> [key=value ...] [hydra flags: --multirun, --cfg job, --help, ...]",
+        "",
+        "commands:",
+    ]
+    for c in COMMANDS.values():
+        lines.append(f"  {c.name:<{width}}  {c.summary}")
+        lines.append(f"  {'':<{width}}    e.g. {c.example}")
+    lines += [
+        "",
+        "`grun <command> --help` lists that command's config groups and options;",
+        "`grun <command> --cfg job` prints the composed config without running.",
+    ]
+    return "\n".join(lines)
+
+
+def _mark_failed(message: str) -> None:
+    """Leave a FAILED file in the run directory so a partial run never looks complete."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # Hydra not initialised: nothing was written
+        return
+    from grun_cli.io_utils import atomic_write_text
+
+    atomic_write_text(out / "FAILED", message.rstrip() + "\n")
+
+
+def _guarded(fn: Callable[[Any], Any], command: Command) -> Callable[[Any], Any]:
+    """Turn GrunError into one clear line and exit status 2; mark any failed run directory."""
+
+    @functools.wraps(fn)
+    def task(cfg: Any) -> Any:
+        try:
+            return fn(cfg)
+        except GrunError as e:
+            _mark_failed(f"error: {e}")
+            log.error("%s", e)
+            print(f"grun {command.name}: error: {e}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:
+            _mark_failed("interrupted")
+            raise
+        except Exception:
+            _mark_failed(traceback.format_exc())
+            raise
+
+    return task
+
+
+def run_command(command: Command, overrides: Sequence[str]) -> Any:
+    """Run one subcommand as a Hydra app with the given command-line arguments."""
+    import hydra
+
+    from grun_cli.config import config_dir
+
+    module_name, func_name = command.target.split(":")
+    fn = getattr(importlib.import_module(module_name), func_name)
+    sys.argv = [f"grun {command.name}", *overrides]
+    app = hydra.main(
+        version_base="1.3", config_path=str(config_dir()), config_name=command.config_name
+    )(_guarded(fn, command))
+    return app()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    if argv[0] in ("-V", "--version"):
+        print(f"grun {__version__}")
+        return
+    name, rest = argv[0], argv[1:]
+    command = COMMANDS.get(name)
+    if command is None:
+        print(
+            f"grun: error: unknown command '{name}'; choose one of: {', '.join(COMMANDS)} "
+            "(see `grun --help`)",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USER_ERROR)
+    try:
+        run_command(command, rest)
+    except GrunError as e:  # raised before Hydra started the job (e.g. configs not found)
+        print(f"grun {name}: error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The registered subcommands. Only commands that really work are listed here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    config_name: str  # primary config in conf/
+    target: str  # "module:function" taking the composed DictConfig
+    summary: str
+    example: str
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in [
+        Command(
+            name="finetune",
+            config_name="finetune",
+            target="grun_cli.commands.finetune:finetune",
+            summary="fine-tune a model on a data split (makes TOFU target and retain models)",
+            example="grun finetune model=tiny data=tofu split=retain",
+        ),
+    ]
+}

@@ -1,0 +1,132 @@
+"""`grun finetune`: full fine-tuning on QA pairs with the answer-only loss.
+
+Makes TOFU target models (split=full) and retain models (split=retain). Writes, in the run
+directory: checkpoint/ (HF format, reloadable with from_pretrained), metrics.json and
+run_card.json — the run card last, so its presence marks a complete run.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from typing import Any
+
+from omegaconf import DictConfig
+
+from grun_cli.commands.context import plain_config, run_dir, seed_everything
+from grun_cli.data import make_source
+from grun_cli.data.source import fingerprint
+from grun_cli.errors import GrunError
+from grun_cli.io_utils import atomic_dir, atomic_write_json
+from grun_cli.models.loading import load_model
+from grun_cli.models.template import PromptTemplate
+from grun_cli.train.run_card import run_card
+from grun_cli.train.tracking import start_tracking
+
+log = logging.getLogger("grun.finetune")
+
+
+def memorisation_check(model: Any, tokenizer: Any, template: PromptTemplate, rows: list[dict[str, Any]],
+                       cfg: DictConfig, max_length: int) -> dict[str, float]:
+    """Mean answer probability and greedy ROUGE-L recall on (up to max_rows of) the training QA."""
+    import math
+
+    from grun_cli.eval.generation import greedy_answers
+    from grun_cli.eval.likelihood import answer_avg_loss
+    from grun_cli.eval.rouge import rouge_l_recall
+
+    n = int(cfg.check.max_rows)
+    if n <= 0 or not rows:
+        return {}
+    step = max(1, len(rows) // n)
+    sample = rows[::step][:n]  # spread over authors, deterministic
+    bs = int(cfg.check.batch_size)
+    losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in sample],
+                             max_length=max_length, batch_size=bs, desc="check: answer probability")
+    gens = greedy_answers(model, tokenizer, template, [r["question"] for r in sample],
+                          max_new_tokens=int(cfg.check.max_new_tokens), batch_size=bs,
+                          desc="check: greedy generation")
+    rouge = rouge_l_recall(gens, [r["answer"] for r in sample])
+    return {"check_rows": len(sample),
+            "train_answer_prob": statistics.fmean(math.exp(-x) for x in losses),
+            "train_rouge_l_recall": statistics.fmean(rouge)}
+
+
+def finetune(cfg: DictConfig) -> dict[str, Any]:
+    from transformers import Trainer
+
+    from grun_cli.train.trainer import NaNGuard, QACollator, encode_rows, training_arguments
+
+    started = time.time()
+    out = run_dir()
+    config = plain_config(cfg)
+    seed_everything(cfg.seed)
+
+    source = make_source(cfg.data, data_root=cfg.paths.data_dir)
+    split = source.resolve(str(cfg.split))
+    main_rows = source.rows(split)
+    extra_rows = [r for s in cfg.extra_splits for r in source.rows(str(s))]
+    rows = main_rows + extra_rows
+    authors = sorted({r["author"] for r in main_rows if r["author"] is not None})
+    log.info("data: %s, split %s: %d rows from %d authors, + %d rows from %s",
+             source.describe(), split, len(main_rows), len(authors), len(extra_rows),
+             list(cfg.extra_splits) or "no extra splits")
+
+    loaded = load_model(cfg.model, source.tokenizer_corpus, cfg.paths.cache_dir)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    template = PromptTemplate.from_config(cfg.model.template)
+    max_length = int(cfg.model.max_length)
+    train_ds = encode_rows(tokenizer, template, rows, max_length)
+
+    tracker = start_tracking(cfg.logger, out, config, job_type="finetune", name=out.name)
+    args = training_arguments(cfg.train, str(out / "trainer"), tracker.report_to, int(cfg.seed))
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds,
+                      data_collator=QACollator(tokenizer.pad_token_id), callbacks=[NaNGuard()])
+    log.info("fine-tuning %s (%.2fM parameters) on %d examples for %s",
+             loaded.source, loaded.describe()["parameters"] / 1e6, len(train_ds),
+             f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs")
+    try:
+        result = trainer.train()
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        metrics: dict[str, Any] = {
+            "train_loss_final": losses[-1] if losses else None,
+            "train_loss_mean": result.training_loss,
+            "train_steps": trainer.state.global_step,
+            "train_examples": len(train_ds),
+        }
+        metrics.update(memorisation_check(model, tokenizer, template, main_rows, cfg, max_length))
+        metrics["wall_time_s"] = round(time.time() - started, 1)
+        if any(isinstance(v, float) and v != v for v in metrics.values()):
+            raise GrunError(f"training produced NaN metrics {metrics}; lower train.lr")
+        checkpoint = None
+        if cfg.save_model:
+            with atomic_dir(out / "checkpoint") as tmp:
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+            checkpoint = str(out / "checkpoint")
+        tracker.summary(metrics)
+        atomic_write_json(out / "metrics.json", metrics)
+        atomic_write_json(out / "run_card.json", run_card(
+            "finetune", config,
+            status="complete",
+            checkpoint=checkpoint,
+            base_model=loaded.describe(),
+            data={"source": source.describe(), "split": split, "extra_splits": list(cfg.extra_splits),
+                  "rows": len(rows), "authors": authors, "fingerprint": fingerprint(rows)},
+            metrics=metrics,
+            wall_time_s=metrics["wall_time_s"],
+        ))
+    finally:
+        tracker.finish()
+    _report(metrics, out, checkpoint)
+    return metrics
+
+
+def _report(metrics: dict[str, Any], out: Any, checkpoint: str | None) -> None:
+    shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in metrics.items()}
+    width = max(len(k) for k in shown)
+    print("\n".join(f"  {k:<{width}}  {v}" for k, v in shown.items()))
+    print(f"run directory: {out}")
+    if checkpoint:
+        print(f"checkpoint:    {checkpoint}   (use: model.name_or_path={checkpoint})")

@@ -1,0 +1,189 @@
+"""A QA data source: named splits of TOFU-schema rows, author subsets, forget/retain aliases.
+
+Rows are plain dicts with TOFU's fields (question, answer, and for *_perturbed splits
+paraphrased_answer, perturbed_answer, paraphrased_question) plus ``author``: the 0-based
+author block in ``full`` (None for real_authors / world_facts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+from grun_cli.data.splits import (
+    ALL_SPLITS,
+    AUTHOR_SPLITS,
+    check_split,
+    default_retain_split,
+    forget_percent,
+)
+from grun_cli.errors import GrunError
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+
+class QASource(ABC):
+    """Common logic of TOFU and the synthetic authors; subclasses only fetch raw splits."""
+
+    name: str
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        self.forget_split: str = cfg["forget_split"]
+        forget_percent(self.forget_split)  # validate early
+        self.retain_split: str = cfg.get("retain_split") or default_retain_split(
+            self.forget_split
+        )
+        check_split(self.retain_split)
+        subset = cfg.get("subset") or {}
+        n = subset.get("retain_authors")
+        if n is not None and int(n) < 1:
+            raise GrunError(
+                f"data.subset.retain_authors={n} would keep no retain author; use a positive "
+                "number, or null for every author"
+            )
+        self.subset_retain_authors: int | None = None if n is None else int(n)
+        self._cache: dict[str, list[Row]] = {}
+        self._kept: set[int] | None = None
+
+    # -- to implement -------------------------------------------------------------------
+    @abstractmethod
+    def _load_raw(self, split: str) -> list[Row]:
+        """Rows of one split exactly as published (no author field needed)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the rows come from, for logs and run cards."""
+
+    # -- shared ---------------------------------------------------------------------------
+    def resolve(self, split: str) -> str:
+        """Map the aliases forget / retain to this run's split names."""
+        if split == "forget":
+            return self.forget_split
+        if split == "retain":
+            return self.retain_split
+        check_split(split)
+        return split
+
+    def raw(self, split: str) -> list[Row]:
+        """All rows of a split with their author index, before any subset."""
+        if split not in self._cache:
+            rows = [dict(r) for r in self._load_raw(split)]
+            if not rows:
+                raise GrunError(f"{self.describe()}: split '{split}' is empty")
+            if split in AUTHOR_SPLITS:
+                self._attach_authors(split, rows)
+            else:
+                for r in rows:
+                    r["author"] = None
+            self._cache[split] = rows
+        return self._cache[split]
+
+    def _attach_authors(self, split: str, rows: list[Row]) -> None:
+        # TOFU's `full` holds 20-row author blocks in order; other splits are found in it
+        # by (question, answer) — questions alone are not unique.
+        full = self._cache.get("full") if split != "full" else rows
+        if full is None:
+            full = self.raw("full")
+        per_author = self.qa_per_author
+        index = {(r["question"], r["answer"]): i for i, r in enumerate(full)}
+        for r in rows:
+            i = index.get((r["question"], r["answer"]))
+            if i is None:
+                raise GrunError(
+                    f"{self.describe()}: a row of '{split}' is not in 'full' "
+                    f"({r['question'][:60]!r}); the local copy looks mixed from different releases"
+                )
+            r["author"] = i // per_author
+
+    @property
+    def qa_per_author(self) -> int:
+        return 20
+
+    @property
+    def num_authors(self) -> int:
+        return len(self.raw("full")) // self.qa_per_author
+
+    def forget_authors(self) -> list[int]:
+        return sorted({r["author"] for r in self.raw(self.forget_split)})
+
+    def kept_authors(self) -> set[int] | None:
+        """Authors kept by data.subset (forget authors + the first N others), None = all."""
+        if self.subset_retain_authors is None:
+            return None
+        if self._kept is None:
+            forget = set(self.forget_authors())
+            others = [a for a in range(self.num_authors) if a not in forget]
+            if self.subset_retain_authors > len(others):
+                raise GrunError(
+                    f"data.subset.retain_authors={self.subset_retain_authors} but only "
+                    f"{len(others)} authors are outside {self.forget_split}; lower it or use null"
+                )
+            self._kept = forget | set(others[: self.subset_retain_authors])
+        return self._kept
+
+    def rows(self, split: str) -> list[Row]:
+        """Rows of a split (aliases allowed) restricted to the author subset."""
+        name = self.resolve(split)
+        rows = self.raw(name)
+        kept = self.kept_authors()
+        if kept is not None and name in AUTHOR_SPLITS:
+            rows = [r for r in rows if r["author"] in kept]
+            if not rows:
+                raise GrunError(
+                    f"split '{name}' has no rows left after data.subset.retain_authors="
+                    f"{self.subset_retain_authors}; raise it or set it to null"
+                )
+        return rows
+
+    def tokenizer_corpus(self) -> list[str]:
+        """Every text of the data set (all splits, all answer variants), subset-independent,
+        so target and retain models built on it share one tokenizer."""
+        texts: list[str] = []
+        for split in ("full", "forget10_perturbed", "retain_perturbed",
+                      "real_authors_perturbed", "world_facts_perturbed"):
+            try:
+                rows = self.raw(split)
+            except GrunError as e:
+                if split == "full":
+                    raise
+                log.warning("tokenizer corpus: skipping %s (%s)", split, e)
+                continue
+            for r in rows:
+                texts.append(r["question"])
+                texts.append(r["answer"])
+                for key in ("paraphrased_question", "paraphrased_answer"):
+                    if r.get(key):
+                        texts.append(r[key])
+                texts.extend(r.get("perturbed_answer") or [])
+        return texts
+
+
+def fingerprint(rows: list[Row]) -> str:
+    """A short hash of the QA content, recorded in run cards."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps([r["question"], r["answer"]], ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> QASource:
+    """Build the data source named by ``data.name``."""
+    name = cfg.get("name")
+    if name == "tofu":
+        from grun_cli.data.tofu import TofuSource
+
+        return TofuSource(cfg, data_root=data_root)
+    if name == "synthetic":
+        from grun_cli.data.synthetic import SyntheticSource
+
+        return SyntheticSource(cfg)
+    raise GrunError(f"unknown data set '{name}'; use data=tofu or data=synthetic")
+
+
+__all__ = ["ALL_SPLITS", "QASource", "Row", "fingerprint", "make_source"]

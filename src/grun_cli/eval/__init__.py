@@ -1,0 +1,1 @@
+"""Evaluation: teacher-forced answer likelihoods, batched greedy generation, ROUGE."""

@@ -1,0 +1,74 @@
+"""Teacher-forced answer loss, batched by length (one forward per batch, no repeats)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from grun_cli.models.template import IGNORE_INDEX, PromptTemplate
+
+
+def pad_batch(features: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
+    """Right-pad input_ids (with pad_id) and labels (with IGNORE_INDEX); build attention_mask."""
+    import torch
+
+    width = max(len(f["input_ids"]) for f in features)
+    ids, labels, mask = [], [], []
+    for f in features:
+        n = len(f["input_ids"])
+        ids.append(f["input_ids"] + [pad_id] * (width - n))
+        labels.append(f["labels"] + [IGNORE_INDEX] * (width - n))
+        mask.append([1] * n + [0] * (width - n))
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask)}
+
+
+def token_nll(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """Per-example summed NLL over label tokens and their count (next-token shift)."""
+    import torch.nn.functional as F
+
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    nll = F.cross_entropy(
+        shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    count = (shift_labels != IGNORE_INDEX).sum(-1)
+    return nll.sum(-1), count
+
+
+def answer_avg_loss(
+    model: Any,
+    tokenizer: Any,
+    template: PromptTemplate,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    max_length: int,
+    batch_size: int = 32,
+    desc: str = "answer likelihood",
+) -> list[float]:
+    """Mean token cross-entropy of each answer (+eos) given its question, in input order."""
+    import torch
+    from tqdm.auto import tqdm
+
+    feats = [template.encode(tokenizer, q, a, max_length) for q, a in pairs]
+    order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))
+    out = [math.nan] * len(feats)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+                idx = order[start : start + batch_size]
+                batch = pad_batch([feats[i] for i in idx], tokenizer.pad_token_id)
+                logits = model(
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                ).logits
+                total, count = token_nll(logits, batch["labels"].to(device))
+                for j, i in enumerate(idx):
+                    out[i] = (total[j] / count[j]).item()
+    finally:
+        model.train(was_training)
+    return out

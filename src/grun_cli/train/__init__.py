@@ -1,0 +1,1 @@
+"""Training plumbing shared by the commands: HF Trainer setup, tracking, run cards."""

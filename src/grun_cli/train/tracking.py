@@ -1,0 +1,88 @@
+"""Experiment tracking: W&B online with a key, offline without one, never fatal."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+class Tracker:
+    """A thin, failure-proof wrapper around one W&B run (or nothing)."""
+
+    def __init__(self, run: Any = None) -> None:
+        self.run = run
+
+    @property
+    def report_to(self) -> list[str]:
+        """The HF Trainer's report_to: it reuses the run started here."""
+        return ["wandb"] if self.run is not None else []
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.summary.update(dict(values))
+        except Exception as e:  # tracking must never break a run
+            log.warning("W&B summary update failed: %s", e)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.finish(exit_code=exit_code)
+        except Exception as e:
+            log.warning("W&B finish failed: %s", e)
+        self.run = None
+
+
+def start_tracking(
+    logger_cfg: Mapping[str, Any], run_dir: Path, config: Mapping[str, Any], job_type: str, name: str
+) -> Tracker:
+    """Start a W&B run per ``logger`` config; on any failure log one warning and go on without."""
+    if logger_cfg.get("backend") != "wandb":
+        os.environ["WANDB_DISABLED"] = "true"
+        return Tracker()
+    mode = str(logger_cfg.get("mode") or "auto")
+    if mode == "disabled":
+        return Tracker()
+    if mode == "auto":
+        mode = "online" if _has_wandb_key() else "offline"
+    try:
+        import wandb
+    except ImportError:
+        log.warning("wandb is not installed; continuing without tracking")
+        return Tracker()
+    kwargs = dict(
+        project=logger_cfg.get("project") or "grun",
+        entity=logger_cfg.get("entity"),
+        group=logger_cfg.get("group"),
+        tags=list(logger_cfg.get("tags") or []),
+        name=name,
+        job_type=job_type,
+        dir=str(run_dir),
+        config=dict(config),
+    )
+    for attempt in ([mode, "offline"] if mode == "online" else [mode]):
+        try:
+            run = wandb.init(mode=attempt, settings=wandb.Settings(init_timeout=60, silent=True), **kwargs)
+            log.info("W&B run (%s) in %s", attempt, run_dir / "wandb")
+            return Tracker(run)
+        except Exception as e:
+            log.warning("W&B %s start failed (%s)%s", attempt, e,
+                        "; retrying offline" if attempt == "online" else "; continuing without it")
+    return Tracker()

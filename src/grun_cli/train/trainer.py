@@ -1,0 +1,81 @@
+"""HF Trainer setup shared by commands: arguments from config, NaN guard, QA datasets."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from transformers import TrainerCallback
+
+from grun_cli.errors import GrunError
+from grun_cli.eval.likelihood import pad_batch
+from grun_cli.models.template import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+
+class NaNGuard(TrainerCallback):
+    """Stop with a clear error as soon as the logged training loss is not finite."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, float] | None = None, **kw: Any) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise GrunError(
+                f"training loss became {loss} at step {state.global_step}; lower train.lr, "
+                "check model.dtype (bfloat16 on CPU is fragile) or the data"
+            )
+
+
+class QACollator:
+    """Right-pads encoded QA features; labels are already masked on the prompt."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        batch = pad_batch([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features], self.pad_id)
+        return batch
+
+
+def encode_rows(tokenizer: Any, template: PromptTemplate, rows: Sequence[Mapping[str, Any]], max_length: int) -> list[dict[str, Any]]:
+    return [template.encode(tokenizer, r["question"], r["answer"], max_length) for r in rows]
+
+
+def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to: list[str], seed: int) -> Any:
+    from transformers import TrainingArguments
+
+    betas = list(train_cfg.get("adam_betas") or [0.9, 0.999])
+    warmup = train_cfg.get("warmup", 0)
+    if isinstance(warmup, float) and not 0 <= warmup < 1:
+        raise GrunError(f"train.warmup={warmup}: give a fraction in [0, 1) or a whole number of steps")
+    for key in ("lr", "batch_size", "grad_accum"):
+        if float(train_cfg[key]) <= 0:
+            raise GrunError(f"train.{key} must be positive, got {train_cfg[key]}")
+    return TrainingArguments(
+        output_dir=output_dir,
+        learning_rate=float(train_cfg["lr"]),
+        num_train_epochs=float(train_cfg["epochs"]),
+        max_steps=int(train_cfg.get("max_steps", -1)),
+        per_device_train_batch_size=int(train_cfg["batch_size"]),
+        gradient_accumulation_steps=int(train_cfg["grad_accum"]),
+        warmup_steps=warmup,
+        lr_scheduler_type=str(train_cfg.get("scheduler", "linear")),
+        weight_decay=float(train_cfg.get("weight_decay", 0.0)),
+        adam_beta1=float(betas[0]),
+        adam_beta2=float(betas[1]),
+        max_grad_norm=float(train_cfg.get("max_grad_norm", 1.0)),
+        optim="adamw_torch",
+        logging_steps=int(train_cfg.get("logging_steps", 10)),
+        logging_first_step=True,
+        save_strategy="no",
+        report_to=report_to,
+        seed=seed,
+        data_seed=seed,
+        bf16=bool(train_cfg.get("bf16", False)),
+        gradient_checkpointing=bool(train_cfg.get("gradient_checkpointing", False)),
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
