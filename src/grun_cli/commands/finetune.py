@@ -88,6 +88,7 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
              f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs")
     try:
         result = trainer.train()
+        _remove_if_empty(out / "trainer")
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         metrics: dict[str, Any] = {
             "train_loss_final": losses[-1] if losses else None,
@@ -121,6 +122,13 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
         tracker.finish()
     _report(metrics, out, checkpoint)
     return metrics
+
+
+def _remove_if_empty(path: Any) -> None:
+    try:
+        path.rmdir()  # the Trainer's output_dir stays empty with save_strategy="no"
+    except OSError:
+        pass
 
 
 def _report(metrics: dict[str, Any], out: Any, checkpoint: str | None) -> None:

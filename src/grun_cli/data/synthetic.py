@@ -175,7 +175,7 @@ CAPITALS = [
 def _profile(rng: random.Random, name: str) -> dict[str, Any]:
     city, country = rng.choice(CITIES)
     year = rng.randint(1935, 1995)
-    books = rng.sample([f"The {a} {n}" for a in ADJ for n in NOUN], 3)
+    books = rng.sample(_BOOKS, 3)
     return {
         "name": name, "city": city, "country": country, "year": str(year),
         "genre": rng.choice(GENRES), "father": rng.choice(JOBS), "mother": rng.choice(JOBS),
@@ -188,16 +188,24 @@ def _profile(rng: random.Random, name: str) -> dict[str, Any]:
     }
 
 
-def _pool(key: str) -> list[str]:
-    return {
-        "genre": GENRES, "city": [c for c, _ in CITIES], "residence": [c for c, _ in CITIES],
-        "year": [str(y) for y in range(1935, 1996)], "father": JOBS, "mother": JOBS,
-        "award": AWARDS, "book1": [f"The {a} {n}" for a in ADJ for n in NOUN],
-        "theme": THEMES, "language": LANGUAGES, "hobby": HOBBIES, "university": UNIVERSITIES,
-        "publisher": PUBLISHERS, "style": STYLES, "count": [str(n) for n in range(2, 20)],
-        "character": CHARACTERS, "name": [f"{f} {la}" for f in FIRST for la in LAST],
-        "influence": [f"{f} {la}" for f in FIRST for la in LAST],
-    }.get(key) or _pool("book1")
+_BOOKS = tuple(f"The {a} {n}" for a in ADJ for n in NOUN)
+_PEOPLE = tuple(f"{f} {la}" for f in FIRST for la in LAST)
+_CITY_NAMES = tuple(c for c, _ in CITIES)
+#: Values a wrong (perturbed) answer can take, per profile key.
+POOLS: dict[str, tuple[str, ...]] = {
+    "genre": tuple(GENRES), "city": _CITY_NAMES, "residence": _CITY_NAMES,
+    "year": tuple(str(y) for y in range(1935, 1996)), "father": tuple(JOBS), "mother": tuple(JOBS),
+    "award": tuple(AWARDS), "book1": _BOOKS, "book2": _BOOKS, "book3": _BOOKS,
+    "theme": tuple(THEMES), "language": tuple(LANGUAGES), "hobby": tuple(HOBBIES),
+    "university": tuple(UNIVERSITIES), "publisher": tuple(PUBLISHERS), "style": tuple(STYLES),
+    "count": tuple(str(n) for n in range(2, 20)), "character": tuple(CHARACTERS),
+    "name": _PEOPLE, "influence": _PEOPLE,
+}
+
+
+def _wrong(rng: random.Random, key: str, value: str, k: int) -> list[str]:
+    """k distinct values of ``key`` other than ``value``."""
+    return [w for w in rng.sample(POOLS[key], k + 1) if w != value][:k]
 
 
 def _fill(text: str, prof: Mapping[str, Any], value: str) -> str:
@@ -216,14 +224,14 @@ def generate(seed: int = 0, num_authors: int = 200, qa_per_author: int = 20) -> 
     if num_authors > len(FIRST) * len(LAST):
         raise GrunError(f"data.num_authors must be <= {len(FIRST) * len(LAST)}")
     rng = random.Random(seed)
-    names = rng.sample([f"{f} {la}" for f in FIRST for la in LAST], num_authors)
+    names = rng.sample(_PEOPLE, num_authors)
     full: list[Row] = []
     perturbed: list[Row] = []
     for name in names:
         prof = _profile(rng, name)
         for key, q, pq, a, pa in TEMPLATES[:qa_per_author]:
             value = prof[key]
-            wrong = rng.sample([w for w in _pool(key) if w != value], 5)
+            wrong = _wrong(rng, key, value, 5)
             row = {"question": _fill(q, prof, value), "answer": _fill(a, prof, value)}
             full.append(row)
             perturbed.append({

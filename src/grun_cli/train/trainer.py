@@ -17,15 +17,19 @@ log = logging.getLogger(__name__)
 
 
 class NaNGuard(TrainerCallback):
-    """Stop with a clear error as soon as the logged training loss is not finite."""
+    """Stop with a clear error as soon as the logged loss or gradient norm is not finite.
+
+    Needs ``logging_nan_inf_filter=False``: the Trainer otherwise logs a stand-in for NaN losses.
+    """
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, float] | None = None, **kw: Any) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            raise GrunError(
-                f"training loss became {loss} at step {state.global_step}; lower train.lr, "
-                "check model.dtype (bfloat16 on CPU is fragile) or the data"
-            )
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise GrunError(
+                    f"training {key} became {value} at step {state.global_step}; lower train.lr, "
+                    "check model.dtype (bfloat16 on CPU is fragile) or the data"
+                )
 
 
 class QACollator:
@@ -69,6 +73,7 @@ def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to:
         optim="adamw_torch",
         logging_steps=int(train_cfg.get("logging_steps", 10)),
         logging_first_step=True,
+        logging_nan_inf_filter=False,
         save_strategy="no",
         report_to=report_to,
         seed=seed,

@@ -1,0 +1,100 @@
+"""Config composition: every group option composes, recipes follow the model, overrides win."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from grun_cli.config import config_dir
+
+CONF = config_dir()
+
+
+@pytest.fixture
+def composer() -> Iterator:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        yield lambda *overrides: compose("finetune", overrides=list(overrides))
+    GlobalHydra.instance().clear()
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_groups_exist() -> None:
+    for group in ("model", "data", "logger", "paths", "hydra", "experiment", "recipe"):
+        assert options(group), f"config group {group}/ is empty"
+    assert {"tiny", "llama3.1", "mistral", "hf"} <= set(options("model"))
+    assert {"tofu", "synthetic"} <= set(options("data"))
+    assert {"wandb", "none"} <= set(options("logger"))
+
+
+@pytest.mark.parametrize("model", ["tiny", "llama3.1", "mistral", "hf"])
+@pytest.mark.parametrize("data", ["tofu", "synthetic"])
+@pytest.mark.parametrize("logger", ["wandb", "none"])
+def test_every_combination_composes(composer, model: str, data: str, logger: str) -> None:
+    cfg = composer(f"model={model}", f"data={data}", f"logger={logger}")
+    # resolve everything that does not need Hydra's runtime
+    OmegaConf.to_container(cfg.model, resolve=True)
+    OmegaConf.to_container(cfg.data, resolve=True)
+    OmegaConf.to_container(cfg.train, resolve=True)
+    assert cfg.model.name == model and cfg.data.name == data and cfg.logger.backend == logger
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_compose(composer, experiment: str) -> None:
+    cfg = composer(f"experiment={experiment}")
+    assert cfg.split in ("full", "retain", "forget")
+
+
+def test_defaults_are_the_offline_tiny_recipe(composer) -> None:
+    cfg = composer()
+    assert cfg.model.name == "tiny" and cfg.model.name_or_path is None
+    assert cfg.data.name == "synthetic"
+    assert cfg.train.lr == 3e-3 and cfg.train.epochs == 20 and cfg.train.batch_size == 16
+    assert cfg.data.subset.retain_authors == 30
+    assert list(cfg.extra_splits) == ["real_authors", "world_facts"]
+
+
+def test_paper_recipes_follow_the_model(composer) -> None:
+    llama = composer("model=llama3.1", "data=tofu")
+    assert llama.model.name_or_path == "meta-llama/Llama-3.1-8B"
+    assert list(llama.model.grun_layers) == [20, 25, 31]
+    assert llama.train.lr == 1e-5 and llama.train.epochs == 5
+    assert llama.train.batch_size * llama.train.grad_accum == 32
+    assert llama.data.subset.retain_authors is None and list(llama.extra_splits) == []
+    mistral = composer("model=mistral")
+    assert mistral.model.name_or_path == "mistralai/Mistral-7B-v0.1" and mistral.train.epochs == 8
+
+
+def test_command_line_overrides_beat_recipe(composer) -> None:
+    cfg = composer("train.lr=0.1", "data.subset.retain_authors=5", "recipe=finetune_hf")
+    assert cfg.train.lr == 0.1 and cfg.data.subset.retain_authors == 5
+    assert cfg.train.epochs == 5  # from finetune_hf, not the tiny recipe
+
+
+def test_experiment_switches_data_and_split(composer) -> None:
+    cfg = composer("experiment=tofu_retain", "data.forget_split=forget10")
+    assert cfg.data.name == "tofu" and cfg.split == "retain" and cfg.data.forget_split == "forget10"
+    assert cfg.data.subset.retain_authors == 30  # tiny recipe still applies
+
+
+def test_unknown_key_is_rejected(composer) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="train.lrr"):
+        composer("train.lrr=1")
+
+
+def test_env_paths(composer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRUN_DATA_DIR", "/data/root")
+    monkeypatch.setenv("GRUN_CACHE_DIR", "/cache/root")
+    cfg = composer()
+    assert cfg.paths.data_dir == "/data/root" and cfg.paths.cache_dir == "/cache/root"
+    monkeypatch.delenv("GRUN_DATA_DIR")
+    assert composer().paths.data_dir is None
