@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA, grun
 
 SMALL = [  # 2 forget authors + 1 retain author = 60 QA rows, a few seconds on 2 cores
@@ -50,6 +49,8 @@ def test_missing_data_folder_fails_and_leaves_no_result(clean_env: dict[str, str
     assert "Traceback" not in r.stderr
     assert (run / "FAILED").is_file() and not (run / "run_card.json").exists()
     assert not (run / "checkpoint").exists() and not (run / "metrics.json").exists()
+    assert r.stderr.count("does not exist") == 1  # one message, not repeated by the logger
+    assert "does not exist" in (run / "finetune.log").read_text()
 
 
 def test_nan_loss_stops_with_clear_error(clean_env: dict[str, str], tmp_path: Path) -> None:
@@ -116,3 +117,12 @@ def test_wandb_offline_run_is_written(clean_env: dict[str, str], tmp_path: Path)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert not (tmp_path / "checkpoint").exists()
+
+
+def test_multirun_sweeps_overrides(clean_env: dict[str, str], tmp_path: Path) -> None:
+    r = grun("finetune", "--multirun", *SMALL, "train.max_steps=2", "train.lr=1e-3,2e-3",
+             "check.max_rows=0", "save_model=false", f"hydra.sweep.dir={tmp_path}", env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cards = sorted(tmp_path.glob("*/run_card.json"))
+    assert len(cards) == 2
+    assert sorted(json.loads(c.read_text())["config"]["train"]["lr"] for c in cards) == [1e-3, 2e-3]

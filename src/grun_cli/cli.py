@@ -54,6 +54,14 @@ def _mark_failed(message: str) -> None:
     atomic_write_text(out / "FAILED", message.rstrip() + "\n")
 
 
+def _log_to_files(message: str) -> None:
+    """Record an error in the run's log file without repeating it on the console."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def _guarded(fn: Callable[[Any], Any], command: Command) -> Callable[[Any], Any]:
     """Turn GrunError into one clear line and exit status 2; mark any failed run directory."""
 
@@ -63,7 +71,7 @@ def _guarded(fn: Callable[[Any], Any], command: Command) -> Callable[[Any], Any]
             return fn(cfg)
         except GrunError as e:
             _mark_failed(f"error: {e}")
-            log.error("%s", e)
+            _log_to_files(f"error: {e}")
             print(f"grun {command.name}: error: {e}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt:
