@@ -11,20 +11,22 @@ from omegaconf import OmegaConf
 
 from grun_cli.config import config_dir
 from grun_cli.data.synthetic import generate
-from grun_cli.eval.likelihood import answer_avg_loss, pad_batch, token_nll
+from grun_cli.eval.likelihood import answer_avg_loss, pad_batch
+from grun_cli.logprobs import sequence_nll, token_mean_nll
 from grun_cli.eval.rouge import rouge_l_recall
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import IGNORE_INDEX, PromptTemplate
 
 
-def test_token_nll_golden() -> None:
+def test_sequence_nll_golden() -> None:
     # position 0 predicts label 1 from logits [0, 0]: -ln(1/2); position 1 predicts label 0
     # from logits [ln 3, 0]: -ln(3/4). The last position predicts nothing.
     logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0], [5.0, -5.0]]])
     labels = torch.tensor([[IGNORE_INDEX, 1, 0]])
-    total, count = token_nll(logits, labels)
+    total, count = sequence_nll(logits, labels)
     assert count.tolist() == [2]
     assert total.item() == pytest.approx(math.log(2) - math.log(0.75), abs=1e-6)
+    assert token_mean_nll(logits, labels).item() == pytest.approx((math.log(2) - math.log(0.75)) / 2, abs=1e-6)
 
 
 def test_rouge_l_recall_golden() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -22,7 +23,7 @@ from grun_cli.io_utils import atomic_dir, atomic_write_json
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import PromptTemplate
 from grun_cli.train.run_card import run_card
-from grun_cli.train.tracking import start_tracking
+from grun_cli.train.tracking import Tracker, start_tracking
 
 log = logging.getLogger("grun.finetune")
 
@@ -54,12 +55,23 @@ def memorisation_check(model: Any, tokenizer: Any, template: PromptTemplate, row
 
 
 def finetune(cfg: DictConfig) -> dict[str, Any]:
+    """The `grun finetune` command: train into Hydra's run directory and report."""
+    out = run_dir()
+    metrics = run_finetune(cfg, out, track=True)
+    _report(metrics, out, str(out / "checkpoint") if cfg.save_model else None)
+    return metrics
+
+
+def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, Any]:
+    """Fine-tune per ``cfg`` and write checkpoint/, metrics.json and run_card.json into ``out``.
+
+    Also used to build cached tiny targets for `grun unlearn` (track=False: no W&B run).
+    """
     from transformers import Trainer
 
     from grun_cli.train.trainer import NaNGuard, QACollator, encode_rows, training_arguments
 
     started = time.time()
-    out = run_dir()
     config = plain_config(cfg)
     seed_everything(cfg.seed)
 
@@ -79,7 +91,8 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
     max_length = int(cfg.model.max_length)
     train_ds = encode_rows(tokenizer, template, rows, max_length)
 
-    tracker = start_tracking(cfg.logger, out, config, job_type="finetune", name=out.name)
+    tracker = (start_tracking(cfg.logger, out, config, job_type="finetune", name=out.name)
+               if track else Tracker())
     args = training_arguments(cfg.train, str(out / "trainer"), tracker.report_to, int(cfg.seed))
     trainer = Trainer(model=model, args=args, train_dataset=train_ds,
                       data_collator=QACollator(tokenizer.pad_token_id), callbacks=[NaNGuard()])
@@ -120,18 +133,17 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
         ))
     finally:
         tracker.finish()
-    _report(metrics, out, checkpoint)
     return metrics
 
 
-def _remove_if_empty(path: Any) -> None:
+def _remove_if_empty(path: Path) -> None:
     try:
         path.rmdir()  # the Trainer's output_dir stays empty with save_strategy="no"
     except OSError:
         pass
 
 
-def _report(metrics: dict[str, Any], out: Any, checkpoint: str | None) -> None:
+def _report(metrics: dict[str, Any], out: Path, checkpoint: str | None) -> None:
     shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in metrics.items()}
     width = max(len(k) for k in shown)
     print("\n".join(f"  {k:<{width}}  {v}" for k, v in shown.items()))

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from grun_cli.logprobs import sequence_nll
 from grun_cli.models.template import IGNORE_INDEX, PromptTemplate
 
 
@@ -22,19 +23,6 @@ def pad_batch(features: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str
         mask.append([1] * n + [0] * (width - n))
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
             "attention_mask": torch.tensor(mask)}
-
-
-def token_nll(logits: Any, labels: Any) -> tuple[Any, Any]:
-    """Per-example summed NLL over label tokens and their count (next-token shift)."""
-    import torch.nn.functional as F
-
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    nll = F.cross_entropy(
-        shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none"
-    )
-    count = (shift_labels != IGNORE_INDEX).sum(-1)
-    return nll.sum(-1), count
 
 
 def answer_avg_loss(
@@ -66,7 +54,7 @@ def answer_avg_loss(
                     input_ids=batch["input_ids"].to(device),
                     attention_mask=batch["attention_mask"].to(device),
                 ).logits
-                total, count = token_nll(logits, batch["labels"].to(device))
+                total, count = sequence_nll(logits, batch["labels"].to(device))
                 for j, i in enumerate(idx):
                     out[i] = (total[j] / count[j]).item()
     finally:

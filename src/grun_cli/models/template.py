@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-IGNORE_INDEX = -100
+from grun_cli.logprobs import IGNORE_INDEX
+
+__all__ = ["IGNORE_INDEX", "PromptTemplate"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""The Method seam: a method is a loss over forget/retain batches, unaware of the adapter.
+
+A batch is ``{"forget": inputs, "retain": inputs[, "idk": inputs]}``; each ``inputs`` holds
+input_ids, attention_mask, labels (prompt masked) and positions (last prompt token per row).
+Methods read model outputs only through :class:`ModelAccess`, which the trainer implements
+on top of the adapter: ``forward`` runs the model being unlearned (edit on, gradients on),
+``reference`` the starting model (edit off / frozen copy, no gradients).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
+
+from grun_cli.errors import GrunError
+from grun_cli.logprobs import sequence_nll, token_mean_nll
+
+Inputs = Mapping[str, Any]
+Batch = Mapping[str, Inputs]
+
+
+class ModelAccess(Protocol):
+    def forward(self, inputs: Inputs, role: str) -> Any:
+        """Logits of the model being unlearned. ``role`` (forget / retain) labels the call
+        for adapters that learn from it (GRUN's gate)."""
+
+    def reference(self, inputs: Inputs) -> Any:
+        """Logits of the starting model, without gradients."""
+
+
+class Method(ABC):
+    """``loss = forget_weight * forget_loss + retain_weight * NLL(retain)``.
+
+    Subclasses define only ``forget_loss``; the retain term and the weighting live here so
+    every method combines them the same way (GradDiff's composition in OpenUnlearning).
+    """
+
+    name: ClassVar[str]
+    needs_reference: ClassVar[bool] = False  # reads ModelAccess.reference
+    needs_idk: ClassVar[bool] = False  # wants batch["idk"]: forget questions with IDK answers
+    default_retain_weight: ClassVar[float] = 1.0
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        self.forget_weight = float(cfg.get("forget_weight", 1.0))
+        rw = cfg.get("retain_weight")
+        self.retain_weight = float(self.default_retain_weight if rw is None else rw)
+        if self.retain_weight < 0 or self.forget_weight < 0:
+            raise GrunError(
+                f"method.{self.name}: forget_weight and retain_weight must be >= 0 "
+                f"(got {self.forget_weight}, {self.retain_weight})"
+            )
+
+    @abstractmethod
+    def forget_loss(self, batch: Batch, model: ModelAccess) -> Any:
+        """The term that removes the forget answers (to be minimised)."""
+
+    def retain_loss(self, batch: Batch, model: ModelAccess) -> Any:
+        inputs = batch["retain"]
+        return token_mean_nll(model.forward(inputs, "retain"), inputs["labels"])
+
+    def loss(self, batch: Batch, model: ModelAccess) -> dict[str, Any]:
+        """Named terms for logging; ``loss`` is the total to minimise."""
+        forget = self.forget_loss(batch, model)
+        terms = {"forget_loss": forget, "loss": self.forget_weight * forget}
+        if self.retain_weight:
+            retain = self.retain_loss(batch, model)
+            terms["retain_loss"] = retain
+            terms["loss"] = terms["loss"] + self.retain_weight * retain
+        return terms
+
+
+def forget_nll(batch: Batch, model: ModelAccess, key: str = "forget") -> tuple[Any, Any]:
+    """Per-example summed NLL (and token counts) of ``batch[key]`` under the model being unlearned."""
+    inputs = batch[key]
+    return sequence_nll(model.forward(inputs, "forget"), inputs["labels"])
+
+
+def reference_nll(batch: Batch, model: ModelAccess, key: str = "forget") -> Any:
+    inputs = batch[key]
+    return sequence_nll(model.reference(inputs), inputs["labels"])[0]

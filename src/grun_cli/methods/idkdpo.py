@@ -1,0 +1,25 @@
+"""IdkDPO: DPO with the IDK answer preferred over the true forget answer, plus the retain NLL."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from grun_cli.methods import register
+from grun_cli.methods.base import Batch, Method, ModelAccess, forget_nll, reference_nll
+from grun_cli.methods.losses import dpo_loss
+
+
+@register("idkdpo")
+class IdkDPO(Method):
+    needs_reference = True
+    needs_idk = True
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__(cfg)
+        self.beta = float(cfg.get("beta", 0.1))
+
+    def forget_loss(self, batch: Batch, model: ModelAccess) -> Any:
+        win = reference_nll(batch, model, "idk") - forget_nll(batch, model, "idk")[0]
+        lose = reference_nll(batch, model, "forget") - forget_nll(batch, model, "forget")[0]
+        return dpo_loss(win, lose, self.beta)

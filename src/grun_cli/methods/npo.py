@@ -1,0 +1,26 @@
+"""NPO (Zhang et al. 2024) on the forget answers, plus the retain NLL.
+
+The reference is the starting model: for GRUN/LoRA the same network with the edit off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from grun_cli.methods import register
+from grun_cli.methods.base import Batch, Method, ModelAccess, forget_nll, reference_nll
+from grun_cli.methods.losses import npo_loss
+
+
+@register("npo")
+class NPO(Method):
+    needs_reference = True
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__(cfg)
+        self.beta = float(cfg.get("beta", 0.1))
+
+    def forget_loss(self, batch: Batch, model: ModelAccess) -> Any:
+        nll, _ = forget_nll(batch, model)
+        return npo_loss(nll, reference_nll(batch, model), self.beta)
