@@ -24,5 +24,13 @@ COMMANDS: dict[str, Command] = {
             summary="fine-tune a model on a data split (makes TOFU target and retain models)",
             example="grun finetune model=tiny data=tofu split=retain",
         ),
+        Command(
+            name="unlearn",
+            config_name="unlearn",
+            target="grun_cli.commands.unlearn:unlearn",
+            summary="unlearn the forget set with a method (ga gd npo simnpo idk idkdpo) "
+            "through an adapter (grun lora full)",
+            example="grun unlearn model=tiny method=npo adapter=grun",
+        ),
     ]
 }

@@ -17,10 +17,16 @@ def greedy_answers(
     max_new_tokens: int = 200,
     batch_size: int = 32,
     desc: str = "generation",
+    adapter: Any = None,
 ) -> list[str]:
-    """Greedy continuation of each question's prompt, decoded without special tokens."""
+    """Greedy continuation of each question's prompt, decoded without special tokens.
+
+    With an ``adapter`` its edit is applied to the prompt's last token in the prefill
+    forward only, as in training; decoding steps run unedited (GRUN's generation)."""
     import torch
     from tqdm.auto import tqdm
+
+    from grun_cli.eval.likelihood import edit_context
 
     prompts = [template.prompt_ids(tokenizer, q) for q in questions]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -36,14 +42,15 @@ def greedy_answers(
                 width = max(len(prompts[i]) for i in idx)
                 ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx])
                 mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx])
-                gen = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=pad,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
+                with edit_context(adapter, [width - 1] * len(idx), once=True):
+                    gen = model.generate(
+                        input_ids=ids.to(device),
+                        attention_mask=mask.to(device),
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=pad,
+                        eos_token_id=tokenizer.eos_token_id,
+                    )
                 for j, i in enumerate(idx):
                     new = gen[j, width:].tolist()
                     if tokenizer.eos_token_id in new:

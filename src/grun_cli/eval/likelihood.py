@@ -25,6 +25,13 @@ def pad_batch(features: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str
             "attention_mask": torch.tensor(mask)}
 
 
+def edit_context(adapter: Any, positions: Sequence[int], once: bool = False) -> Any:
+    """The adapter's edit at ``positions`` (a no-op without an adapter)."""
+    import contextlib
+
+    return adapter.editing(positions, once=once) if adapter is not None else contextlib.nullcontext()
+
+
 def answer_avg_loss(
     model: Any,
     tokenizer: Any,
@@ -34,8 +41,11 @@ def answer_avg_loss(
     max_length: int,
     batch_size: int = 32,
     desc: str = "answer likelihood",
+    adapter: Any = None,
 ) -> list[float]:
-    """Mean token cross-entropy of each answer (+eos) given its question, in input order."""
+    """Mean token cross-entropy of each answer (+eos) given its question, in input order.
+
+    With an ``adapter`` its edit is applied as in training (GRUN: at the last prompt token)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -50,10 +60,12 @@ def answer_avg_loss(
             for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
                 idx = order[start : start + batch_size]
                 batch = pad_batch([feats[i] for i in idx], tokenizer.pad_token_id)
-                logits = model(
-                    input_ids=batch["input_ids"].to(device),
-                    attention_mask=batch["attention_mask"].to(device),
-                ).logits
+                positions = [feats[i]["prompt_len"] - 1 for i in idx]
+                with edit_context(adapter, positions):
+                    logits = model(
+                        input_ids=batch["input_ids"].to(device),
+                        attention_mask=batch["attention_mask"].to(device),
+                    ).logits
                 total, count = sequence_nll(logits, batch["labels"].to(device))
                 for j, i in enumerate(idx):
                     out[i] = (total[j] / count[j]).item()

@@ -1,0 +1,125 @@
+"""The Adapter seam: what is trainable, how to switch it off, what it adds to the loss,
+and how it is saved — so any method runs on full fine-tuning, LoRA or GRUN unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from grun_cli.errors import GrunError
+
+CONFIG_FILE = "grun_adapter.json"
+
+
+def base_fingerprint(model: Any) -> str:
+    """A cheap identity of a base model: its config plus a strided sample of the embedding
+    and last-layer weights. Catches loading an adapter onto the wrong checkpoint."""
+    import torch
+
+    cfg = model.config.to_dict()
+    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype",
+                     "architectures", "use_cache"):
+        cfg.pop(volatile, None)
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+    params = [p for _, p in model.named_parameters()]
+    for p in (params[0], params[-1]):
+        flat = p.detach().flatten()
+        step = max(1, flat.numel() // 65536)
+        h.update(flat[::step].to(torch.float32).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def count_parameters(params: Any) -> int:
+    return sum(p.numel() for p in params)
+
+
+class Adapter(ABC):
+    """Owns the trainable state of an unlearning run.
+
+    ``model`` is the module to call (for LoRA, the PEFT wrapper). ``editing(positions, role)``
+    tells position-aware adapters (GRUN) where to apply their edit during the next forward
+    and what the input is (forget / retain) for their auxiliary loss.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, model: Any, cfg: Mapping[str, Any]) -> None:
+        self.model = model
+        self.cfg = dict(cfg)
+        self.base_parameters = count_parameters(model.parameters())
+
+    # -- training ------------------------------------------------------------------------
+    @abstractmethod
+    def trainable_parameters(self) -> list[Any]:
+        """Parameters the optimizer updates."""
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: decay matrices, never biases or norms."""
+        decay, no_decay = [], []
+        for p in self.trainable_parameters():
+            (decay if p.ndim >= 2 else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    def prepare(self, needs_reference: bool) -> None:  # noqa: B027 - optional hook
+        """Called once before training with what the method needs."""
+
+    @contextlib.contextmanager
+    def editing(self, positions: Any, role: str | None = None, once: bool = False) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        """The starting model: the edit switched off."""
+        yield
+
+    def reference_logits(self, inputs: Mapping[str, Any]) -> Any:
+        import torch
+
+        with torch.no_grad(), self.disabled():
+            return self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+
+    def aux_loss(self, batch: Mapping[str, Any], forward: Any) -> dict[str, Any]:
+        """Extra loss terms of the adapter itself (GRUN's gate BCE); {} for none."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        n = count_parameters(self.trainable_parameters())
+        return {"adapter": self.kind, "trainable_parameters": n,
+                "trainable_percent": 100.0 * n / max(1, self.base_parameters)}
+
+    # -- artifacts -----------------------------------------------------------------------
+    @abstractmethod
+    def save_weights(self, directory: Path) -> None:
+        """Write only what was trained."""
+
+    def save(self, directory: Path, base: Mapping[str, Any]) -> None:
+        self.save_weights(directory)
+        (directory / CONFIG_FILE).write_text(json.dumps(
+            {"kind": self.kind, "config": self.cfg, "base_model": dict(base)}, indent=2, default=str) + "\n")
+
+
+def read_adapter_config(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise GrunError(f"{directory} holds no grun adapter ({CONFIG_FILE} missing); "
+                        "pass the adapter/ folder of a `grun unlearn` run")
+    return json.loads(path.read_text())
+
+
+def check_base(saved: Mapping[str, Any], model: Any, directory: Path) -> None:
+    """Refuse to put an adapter on a different base model than the one it was trained on."""
+    want = saved.get("fingerprint")
+    got = base_fingerprint(model)
+    if want and want != got:
+        raise GrunError(
+            f"the adapter in {directory} was trained on base model {saved.get('source')} "
+            f"(fingerprint {want}) but the model given has fingerprint {got}; load it onto "
+            "that base model (model.name_or_path=...)"
+        )

@@ -1,0 +1,229 @@
+"""GRUN: a soft gate times pyreft's LoReFT edit of the residual stream at the last prompt token.
+
+    h' = h + sigmoid(g(h)) * R^T (W h + b - R h)      R: r x d with orthonormal rows
+
+applied to the output of the chosen decoder blocks, through forward hooks on those blocks
+(pyvene's IntervenableModel is not used: it strips every forward hook on each call). The base
+model is frozen; the gate is trained with BCE (forget prompts -> 1, retain prompts -> 0) over
+all edited layers, added to the base method's loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from grun_cli.adapters.base import Adapter
+from grun_cli.errors import GrunError
+
+GATES = ("linear", "mlp")
+
+
+def _loreft_class() -> type:
+    with contextlib.redirect_stdout(io.StringIO()):  # pyvene prints an nnsight notice on import
+        from pyreft import LoreftIntervention
+    return LoreftIntervention
+
+
+def make_gate(kind: str, hidden: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(hidden, 1)
+    if kind == "mlp":  # the paper's MLP gate
+        return nn.Sequential(nn.Linear(hidden, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU(),
+                             nn.Linear(64, 1))
+    raise GrunError(f"adapter.gate={kind} is not one of {', '.join(GATES)}")
+
+
+class GatedLoReFT(nn.Module):
+    """One layer's gated edit. Parameters are float32 whatever the model's dtype: the
+    orthogonal parametrization's Householder product has no bfloat16 CPU kernel, and the
+    rank-r edit costs nothing in float32."""
+
+    def __init__(self, hidden: int, rank: int, gate: str) -> None:
+        super().__init__()
+        self.loreft = _loreft_class()(embed_dim=hidden, low_rank_dimension=rank, dtype=torch.float32)
+        self.gate = make_gate(gate, hidden)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h: (n, d) hidden states at the edit positions -> (edited h, gate values (n,))."""
+        x = h.float()
+        g = torch.sigmoid(self.gate(x)).squeeze(-1)
+        rotate = self.loreft.rotate_layer
+        # LoreftIntervention's forward minus its input: R^T (act(W x + b) - R x)
+        delta = torch.matmul(self.loreft.act_fn(self.loreft.learned_source(x)) - rotate(x), rotate.weight.T)
+        return (x + g.unsqueeze(-1) * delta).to(h.dtype), g
+
+    def rotation(self) -> torch.Tensor:
+        return self.loreft.rotate_layer.weight
+
+    def fix_rotation(self, weight: torch.Tensor) -> None:
+        """Replace the orthogonal parametrization by the plain matrix (exact reload)."""
+        from pyreft.interventions import LowRankRotateLayer
+
+        plain = LowRankRotateLayer(weight.shape[0], weight.shape[1], init_orth=False)
+        plain.weight = nn.Parameter(weight.detach().clone().float(), requires_grad=False)
+        self.loreft.rotate_layer = plain
+
+
+def decoder_layers(model: Any) -> Sequence[nn.Module]:
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise GrunError(f"cannot find decoder blocks in {type(model).__name__}; GRUN supports "
+                        "Llama-style models (model.model.layers)")
+    return layers
+
+
+def default_layers(n_layers: int) -> list[int]:
+    """The paper's 20/25/31 of 32, scaled: 5/8, 25/32 and the last block."""
+    return sorted({round(n_layers * 5 / 8), round(n_layers * 25 / 32), n_layers - 1})
+
+
+class GrunAdapter(Adapter):
+    kind = "grun"
+
+    def __init__(self, model: Any, cfg: Mapping[str, Any], layers: Sequence[int] | None = None) -> None:
+        super().__init__(model, cfg)
+        blocks = decoder_layers(model)
+        chosen = list(cfg.get("layers") or layers or default_layers(len(blocks)))
+        bad = [i for i in chosen if not 0 <= int(i) < len(blocks)]
+        if bad or not chosen:
+            raise GrunError(f"adapter.layers={chosen}: the model has decoder blocks 0..{len(blocks) - 1}")
+        self.layers = sorted(int(i) for i in chosen)
+        self.cfg["layers"] = self.layers
+        self.rank = int(cfg.get("rank", 4))
+        self.gate_kind = str(cfg.get("gate", "linear"))
+        self.gate_weight = float(cfg.get("gate_weight", 10.0))
+        hidden = int(model.config.hidden_size)
+        if not 0 < self.rank <= hidden:
+            raise GrunError(f"adapter.rank={self.rank} must be in 1..{hidden}")
+        model.requires_grad_(False)
+        device = next(model.parameters()).device
+        self.edits = nn.ModuleDict({str(i): GatedLoReFT(hidden, self.rank, self.gate_kind)
+                                    for i in self.layers}).to(device)
+        # Attached so .to(), .train() and the HF Trainer see the edit as part of the model.
+        model.add_module("grun_edits", self.edits)
+        self._positions: torch.Tensor | None = None
+        self._role: str | None = None
+        self._once = False
+        self._enabled = True
+        self.gate_records: list[tuple[str, torch.Tensor]] = []  # (role, gates (layers, batch))
+        self._pending: list[torch.Tensor] = []
+        self._handles = [blocks[i].register_forward_hook(self._hook(i)) for i in self.layers]
+        self._handles.append(model.register_forward_hook(self._after_forward))
+
+    # -- hooks ---------------------------------------------------------------------------
+    def _hook(self, layer: int):
+        edit = self.edits[str(layer)]
+
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            if not self._enabled or self._positions is None:
+                return output
+            h = output[0] if isinstance(output, tuple) else output
+            rows = torch.arange(h.shape[0], device=h.device)
+            pos = self._positions.to(h.device)
+            new, g = edit(h[rows, pos])
+            h = h.index_put((rows, pos), new)
+            if self._role is not None:
+                self._pending.append(g)
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+
+        return hook
+
+    def _after_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._pending:
+            self.gate_records.append((self._role or "", torch.stack(self._pending)))
+            self._pending = []
+        if self._once:  # generation: edit the prompt's forward only, not the decoding steps
+            self._positions = None
+
+    # -- Adapter API ---------------------------------------------------------------------
+    def trainable_parameters(self) -> list[Any]:
+        return [p for p in self.edits.parameters() if p.requires_grad]
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        # Weight decay would shrink the rotation's Householder diagonal, which the
+        # parametrization rounds through .int(): R silently collapses to zero. Never decay it.
+        return [{"params": self.trainable_parameters(), "weight_decay": 0.0}]
+
+    @contextlib.contextmanager
+    def editing(self, positions: Any, role: str | None = None, once: bool = False) -> Iterator[None]:
+        saved = (self._positions, self._role, self._once)
+        self._positions = torch.as_tensor(positions, dtype=torch.long)
+        self._role, self._once = role, once
+        try:
+            yield
+        finally:
+            self._positions, self._role, self._once = saved
+            self._pending = []
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        saved = self._enabled
+        self._enabled = False
+        try:
+            yield
+        finally:
+            self._enabled = saved
+
+    def aux_loss(self, batch: Mapping[str, Any], forward: Any) -> dict[str, Any]:
+        """gate_weight * BCE(gates, forget=1 / retain=0) over every edited layer."""
+        if not any(role == "retain" for role, _ in self.gate_records):
+            forward(batch["retain"], "retain")  # methods without a retain term (GA)
+        if not any(role == "forget" for role, _ in self.gate_records):
+            forward(batch["forget"], "forget")
+        forget = torch.cat([g.flatten() for r, g in self.gate_records if r == "forget"])
+        retain = torch.cat([g.flatten() for r, g in self.gate_records if r == "retain"])
+        self.gate_records = []
+        gates = torch.cat([forget, retain])
+        labels = torch.cat([torch.ones_like(forget), torch.zeros_like(retain)])
+        bce = nn.functional.binary_cross_entropy(gates, labels)
+        return {"loss": self.gate_weight * bce, "gate_bce": bce.detach(),
+                "gate_forget": forget.detach().mean(), "gate_retain": retain.detach().mean()}
+
+    def orthonormality_error(self) -> float:
+        err = 0.0
+        for edit in self.edits.values():
+            r = edit.rotation().detach().float()
+            err = max(err, (r.T @ r - torch.eye(r.shape[1], device=r.device)).abs().max().item())
+        return err
+
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for layer, edit in self.edits.items():
+            tensors[f"{layer}.rotation"] = edit.rotation().detach().contiguous().cpu()
+            for name, p in edit.loreft.learned_source.named_parameters():
+                tensors[f"{layer}.learned_source.{name}"] = p.detach().contiguous().cpu()
+            for name, p in edit.gate.named_parameters():
+                tensors[f"{layer}.gate.{name}"] = p.detach().contiguous().cpu()
+        save_file(tensors, str(directory / "grun_edits.safetensors"))
+
+    def load_weights(self, directory: Path) -> None:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(directory / "grun_edits.safetensors"))
+        expected = {k.split(".")[0] for k in tensors}
+        if expected != set(self.edits):
+            raise GrunError(f"{directory}: adapter edits layers {sorted(expected)} but the config "
+                            f"says {sorted(self.edits)}; the folder is inconsistent")
+        for layer, edit in self.edits.items():
+            device = next(edit.parameters()).device
+            edit.fix_rotation(tensors[f"{layer}.rotation"].to(device))
+            for name, p in edit.loreft.learned_source.named_parameters():
+                p.data.copy_(tensors[f"{layer}.learned_source.{name}"])
+            for name, p in edit.gate.named_parameters():
+                p.data.copy_(tensors[f"{layer}.gate.{name}"])
+        self.edits.requires_grad_(False)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []

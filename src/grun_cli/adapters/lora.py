@@ -1,0 +1,50 @@
+"""LoRA through PEFT (the paper's baseline: rank 4, alpha 32, dropout 0.05, all linear layers).
+
+The reference model is the same network with the adapter disabled."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from grun_cli.adapters.base import Adapter
+
+
+class LoraAdapter(Adapter):
+    kind = "lora"
+
+    def __init__(self, model: Any, cfg: Mapping[str, Any]) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        super().__init__(model, cfg)
+        target = cfg.get("target_modules") or "all-linear"
+        config = LoraConfig(
+            r=int(cfg.get("rank", 4)),
+            lora_alpha=float(cfg.get("alpha", 32)),
+            lora_dropout=float(cfg.get("dropout", 0.05)),
+            target_modules=target if isinstance(target, str) else list(target),
+            task_type="CAUSAL_LM",
+        )
+        self.model = get_peft_model(model, config)
+
+    def trainable_parameters(self) -> list[Any]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        with self.model.disable_adapter():
+            yield
+
+    def save_weights(self, directory: Path) -> None:
+        self.model.save_pretrained(str(directory))
+
+    @classmethod
+    def load(cls, model: Any, cfg: Mapping[str, Any], directory: Path) -> LoraAdapter:
+        from peft import PeftModel
+
+        self = cls.__new__(cls)
+        Adapter.__init__(self, model, cfg)
+        self.model = PeftModel.from_pretrained(model, str(directory), is_trainable=False)
+        return self

@@ -1,0 +1,167 @@
+"""`grun unlearn`: run a base unlearning method through an adapter (grun | lora | full).
+
+Writes into the run directory: adapter/ (only what was trained + grun_adapter.json naming the
+base model), train_log.jsonl, metrics.json (forget/retain answer probability before and
+after, gate means for GRUN) and run_card.json — last, so its presence marks a complete run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from grun_cli.commands.context import plain_config, run_dir, seed_everything
+from grun_cli.data import make_source
+from grun_cli.data.source import fingerprint
+from grun_cli.errors import GrunError
+from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text
+from grun_cli.models.loading import load_model
+from grun_cli.models.target import ensure_target
+from grun_cli.models.template import PromptTemplate
+from grun_cli.train.run_card import run_card
+from grun_cli.train.tracking import start_tracking
+
+log = logging.getLogger("grun.unlearn")
+
+
+def _spread(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Up to n rows spread evenly over the list (over authors), deterministically."""
+    if n <= 0 or len(rows) <= n:
+        return rows if n > 0 else []
+    step = len(rows) / n
+    return [rows[int(i * step)] for i in range(n)]
+
+
+def probe(model: Any, tokenizer: Any, template: PromptTemplate, sets: dict[str, list[dict[str, Any]]],
+          cfg: DictConfig, adapter: Any = None, prefix: str = "") -> dict[str, float]:
+    """Mean answer probability on each probe set (quick check, not the TOFU evaluation)."""
+    from grun_cli.eval.likelihood import answer_avg_loss
+
+    out = {}
+    for name, rows in sets.items():
+        losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in rows],
+                                 max_length=int(cfg.model.max_length), batch_size=int(cfg.probe.batch_size),
+                                 desc=f"probe {prefix}{name}", adapter=adapter)
+        out[f"{prefix}{name}_answer_prob"] = statistics.fmean(math.exp(-x) for x in losses)
+    return out
+
+
+def unlearn(cfg: DictConfig) -> dict[str, Any]:
+    out = run_dir()
+    metrics = run_unlearn(cfg, out)
+    _report(metrics, out)
+    return metrics
+
+
+def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    from grun_cli.adapters import make_adapter
+    from grun_cli.adapters.base import base_fingerprint
+    from grun_cli.data.idk import load_idk_answers
+    from grun_cli.data.unlearn import ForgetRetainDataset, UnlearnCollator
+    from grun_cli.eval.gates import gate_values
+    from grun_cli.methods import make_method
+    from grun_cli.train.trainer import NaNGuard, training_arguments
+    from grun_cli.train.unlearn_trainer import UnlearnTrainer
+
+    started = time.time()
+    config = plain_config(cfg)
+    seed_everything(cfg.seed)
+    method = make_method(cfg.method)
+
+    source = make_source(cfg.data, data_root=cfg.paths.data_dir)
+    forget_rows, retain_rows = source.rows("forget"), source.rows("retain")
+    log.info("data: %s: forget %s (%d rows), retain %s (%d rows)", source.describe(),
+             source.forget_split, len(forget_rows), source.retain_split, len(retain_rows))
+
+    model_cfg = ensure_target(cfg)
+    loaded = load_model(model_cfg, source.tokenizer_corpus, cfg.paths.cache_dir)
+    tokenizer = loaded.tokenizer
+    template = PromptTemplate.from_config(cfg.model.template)
+    max_length = int(cfg.model.max_length)
+    idk_answers, idk_source = (load_idk_answers(cfg.method.get("idk_answers"), cfg.paths.data_dir)
+                               if method.needs_idk else (None, None))
+    dataset = ForgetRetainDataset(forget_rows, retain_rows, tokenizer, template, max_length,
+                                  pairing=str(cfg.pairing), seed=int(cfg.seed), idk_answers=idk_answers)
+
+    probe_sets = {"forget": _spread(forget_rows, int(cfg.probe.max_rows)),
+                  "retain": _spread(retain_rows, int(cfg.probe.max_rows))}
+    metrics: dict[str, Any] = probe(loaded.model, tokenizer, template, probe_sets, cfg, prefix="before_")
+
+    base_print = base_fingerprint(loaded.model)  # before any adapter touches the model
+    adapter = make_adapter(loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
+    adapter.prepare(method.needs_reference)
+    efficiency = adapter.describe()
+    log.info("method %s on adapter %s: %s trainable parameters (%.4f%% of %s)", method.name,
+             adapter.kind, f"{efficiency['trainable_parameters']:,}", efficiency["trainable_percent"],
+             f"{adapter.base_parameters:,}")
+
+    tracker = start_tracking(cfg.logger, out, config, job_type="unlearn", name=out.name)
+    args = training_arguments(cfg.train, str(out / "trainer"), tracker.report_to, int(cfg.seed))
+    trainer = UnlearnTrainer(model=adapter.model, args=args, train_dataset=dataset,
+                             data_collator=UnlearnCollator(tokenizer.pad_token_id), callbacks=[NaNGuard()],
+                             method=method, adapter=adapter,
+                             unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0))
+    try:
+        trainer.train()
+        _remove_if_empty(out / "trainer")
+        metrics.update(probe(adapter.model, tokenizer, template, probe_sets, cfg, adapter=adapter,
+                             prefix="after_"))
+        for name, rows in probe_sets.items():
+            gates = gate_values(adapter, tokenizer, template, [r["question"] for r in rows])
+            if gates is not None:
+                metrics[f"gate_{name}_mean"] = gates.mean().item()
+                for j, layer in enumerate(adapter.layers):
+                    metrics[f"gate_{name}_layer{layer}"] = gates[:, j].mean().item()
+        metrics.update(efficiency)
+        metrics["train_steps"] = trainer.state.global_step
+        metrics["wall_time_s"] = round(time.time() - started, 1)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):
+            raise GrunError(f"unlearning produced non-finite metrics; lower train.lr ({metrics})")
+        base = {"source": loaded.source, "revision": loaded.revision,
+                "fingerprint": base_print, "parameters": adapter.base_parameters}
+        with atomic_dir(out / "adapter") as tmp:
+            adapter.save(tmp, base)
+            tokenizer.save_pretrained(tmp / "tokenizer")
+        atomic_write_text(out / "train_log.jsonl",
+                          "".join(json.dumps(h) + "\n" for h in trainer.state.log_history))
+        tracker.summary(metrics)
+        atomic_write_json(out / "metrics.json", metrics)
+        atomic_write_json(out / "run_card.json", run_card(
+            "unlearn", config, status="complete", adapter=str(out / "adapter"), base_model=base,
+            method=method.name, adapter_kind=adapter.kind, efficiency=efficiency,
+            data={"source": source.describe(), "forget_split": source.forget_split,
+                  "retain_split": source.retain_split, "forget_rows": len(forget_rows),
+                  "retain_rows": len(retain_rows), "pairing": str(cfg.pairing),
+                  "fingerprint": fingerprint(forget_rows + retain_rows), "idk_answers": idk_source},
+            metrics=metrics, wall_time_s=metrics["wall_time_s"]))
+    finally:
+        tracker.finish()
+    return metrics
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _report(metrics: dict[str, Any], out: Path) -> None:
+    rows = [("", "before", "after")]
+    for name in ("forget", "retain"):
+        rows.append((f"{name} answer prob", f"{metrics.get(f'before_{name}_answer_prob', float('nan')):.4f}",
+                     f"{metrics.get(f'after_{name}_answer_prob', float('nan')):.4f}"))
+    print("\n".join(f"  {a:<20} {b:>8} {c:>8}" for a, b, c in rows))
+    if "gate_forget_mean" in metrics:
+        print(f"  gate mean: forget {metrics['gate_forget_mean']:.3f}, retain {metrics['gate_retain_mean']:.3f}")
+    print(f"  trainable parameters: {metrics['trainable_parameters']:,} "
+          f"({metrics['trainable_percent']:.4f}% of the base model)")
+    print(f"run directory: {out}")
+    print(f"adapter:       {out / 'adapter'}")

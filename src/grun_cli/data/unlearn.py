@@ -1,0 +1,82 @@
+"""Forget/retain pairing and batching for unlearning.
+
+Each item is one forget example with one retain example (and, for IDK methods, the forget
+question with a refusal answer). ``pairing=random`` draws the retain partner afresh each
+time an item is fetched (OpenUnlearning's choice: over epochs every retain row is used);
+``pairing=fixed`` gives forget row i the same partner in every epoch (the official GRUN code,
+which uses only |forget| retain rows).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from grun_cli.errors import GrunError
+from grun_cli.eval.likelihood import pad_batch
+from grun_cli.models.template import PromptTemplate
+
+PAIRINGS = ("random", "fixed")
+Feature = dict[str, Any]
+
+
+class ForgetRetainDataset:
+    def __init__(
+        self,
+        forget: Sequence[Mapping[str, Any]],
+        retain: Sequence[Mapping[str, Any]],
+        tokenizer: Any,
+        template: PromptTemplate,
+        max_length: int,
+        *,
+        pairing: str = "random",
+        seed: int = 0,
+        idk_answers: Sequence[str] | None = None,
+    ) -> None:
+        if pairing not in PAIRINGS:
+            raise GrunError(f"pairing={pairing} is not one of {', '.join(PAIRINGS)}")
+        if not forget or not retain:
+            raise GrunError(f"unlearning needs forget and retain rows (got {len(forget)} forget, "
+                            f"{len(retain)} retain); check data.forget_split and data.subset")
+        self.tokenizer, self.template, self.max_length = tokenizer, template, max_length
+        self.forget_rows = list(forget)
+        self.forget = [template.encode(tokenizer, r["question"], r["answer"], max_length) for r in forget]
+        self.retain = [template.encode(tokenizer, r["question"], r["answer"], max_length) for r in retain]
+        self.pairing, self.seed = pairing, seed
+        self.idk_answers = list(idk_answers) if idk_answers else None
+        self._rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.forget)
+
+    def partner(self, index: int) -> int:
+        if self.pairing == "fixed":
+            return random.Random(self.seed * 1_000_003 + index).randrange(len(self.retain))
+        return self._rng.randrange(len(self.retain))
+
+    def __getitem__(self, index: int) -> dict[str, Feature]:
+        item = {"forget": self.forget[index], "retain": self.retain[self.partner(index)]}
+        if self.idk_answers is not None:
+            answer = self._rng.choice(self.idk_answers)
+            item["idk"] = self.template.encode(
+                self.tokenizer, self.forget_rows[index]["question"], answer, self.max_length)
+        return item
+
+
+class UnlearnCollator:
+    """Pads each part of the items; ``positions`` = the last prompt token of every row."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: Sequence[Mapping[str, Feature]]) -> dict[str, dict[str, Any]]:
+        import torch
+
+        out = {}
+        for key in items[0]:
+            feats = [it[key] for it in items]
+            batch = pad_batch(feats, self.pad_id)
+            batch["positions"] = torch.tensor([f["prompt_len"] - 1 for f in feats])
+            out[key] = batch
+        return out

@@ -1,0 +1,40 @@
+"""GRUN gate diagnostics: gate values per layer on a set of prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from grun_cli.models.template import PromptTemplate
+
+
+def gate_values(adapter: Any, tokenizer: Any, template: PromptTemplate, questions: Sequence[str],
+                *, batch_size: int = 64) -> Any:
+    """Tensor (n_questions, n_layers) of sigmoid gate values at the last prompt token,
+    or None when the adapter has no gate."""
+    import torch
+
+    if getattr(adapter, "kind", None) != "grun" or not questions:
+        return None
+    prompts = [template.prompt_ids(tokenizer, q) for q in questions]
+    model = adapter.model
+    device = next(model.parameters()).device
+    out = []
+    adapter.gate_records = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(prompts), batch_size):
+                chunk = prompts[start:start + batch_size]
+                width = max(len(p) for p in chunk)
+                ids = torch.tensor([p + [tokenizer.pad_token_id] * (width - len(p)) for p in chunk])
+                mask = (torch.arange(width)[None, :] < torch.tensor([len(p) for p in chunk])[:, None]).long()
+                with adapter.editing([len(p) - 1 for p in chunk], role="diagnostics"):
+                    model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                (_, gates), = adapter.gate_records  # (layers, batch)
+                adapter.gate_records = []
+                out.append(gates.T.float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)

@@ -1,0 +1,60 @@
+"""The model to unlearn. For `tiny` without a checkpoint, fine-tune one on the run's data
+(through `grun finetune`'s own code) and cache it, so `grun unlearn` works with no files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from grun_cli.io_utils import atomic_dir
+
+log = logging.getLogger(__name__)
+
+#: Keys of the finetune config that do not change the trained weights.
+_NOT_IN_RECIPE = ("logger", "paths", "check", "save_model", "hydra")
+
+
+def finetune_config(cfg: DictConfig) -> DictConfig:
+    """`grun finetune`'s config for the target of an unlearning run: the tiny recipe on the
+    same data (same forget split and author subset) and model, plus ``target.overrides``."""
+    from hydra import compose
+
+    overrides = [f"model={cfg.model.name}", f"data={cfg.data.name}", "logger=none",
+                 *[str(o) for o in cfg.target.overrides]]
+    ft = compose("finetune", overrides=overrides)
+    ft.data = cfg.data
+    ft.model = cfg.model
+    ft.paths = cfg.paths
+    return ft
+
+
+def recipe_hash(ft: DictConfig) -> str:
+    plain = OmegaConf.to_container(ft, resolve=True)
+    for key in _NOT_IN_RECIPE:
+        plain.pop(key, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ensure_target(cfg: DictConfig) -> Any:
+    """The model config to load: ``cfg.model`` itself when it names a checkpoint, else
+    (tiny) a cached fine-tuned target built on first use."""
+    if cfg.model.get("name_or_path") or cfg.model.name != "tiny":
+        return cfg.model
+    from grun_cli.commands.finetune import run_finetune
+
+    ft = finetune_config(cfg)
+    folder = Path(cfg.paths.cache_dir).expanduser() / "targets" / recipe_hash(ft)
+    if not (folder / "run_card.json").is_file():
+        log.info("no tiny target for this data yet: fine-tuning one into %s (cached)", folder)
+        with atomic_dir(folder) as tmp:
+            run_finetune(ft, tmp, track=False)
+    else:
+        log.info("tiny target: reusing %s", folder)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model["name_or_path"] = str(folder / "checkpoint")
+    return OmegaConf.create(model)

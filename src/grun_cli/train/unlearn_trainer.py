@@ -1,0 +1,78 @@
+"""The HF Trainer for unlearning: method loss + adapter loss, optimizer over the adapter only."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from grun_cli.adapters import Adapter
+from grun_cli.methods import Method
+
+
+class AdapterAccess:
+    """ModelAccess for methods, on top of an adapter (edit on / reference)."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+
+    def forward(self, inputs: Mapping[str, Any], role: str) -> Any:
+        with self.adapter.editing(inputs["positions"], role=role):
+            return self.adapter.model(input_ids=inputs["input_ids"],
+                                      attention_mask=inputs["attention_mask"]).logits
+
+    def reference(self, inputs: Mapping[str, Any]) -> Any:
+        return self.adapter.reference_logits(inputs)
+
+
+class UnlearnTrainer(Trainer):
+    """``loss = warm(step) * method_loss + adapter_aux_loss``; logs every term's mean.
+
+    ``unlearn_warmup_steps`` ramps the method's term linearly from 0 (GRUN's optional
+    warm-up, letting the gate learn to separate forget from retain first)."""
+
+    def __init__(self, *args: Any, method: Method, adapter: Adapter, unlearn_warmup_steps: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.method, self.adapter = method, adapter
+        self.access = AdapterAccess(adapter)
+        self.unlearn_warmup_steps = int(unlearn_warmup_steps)
+        self._sums: dict[str, float] = defaultdict(float)
+        self._counts: dict[str, int] = defaultdict(int)
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        if self.optimizer is None:
+            args = self.args
+            self.optimizer = torch.optim.AdamW(
+                self.adapter.param_groups(args.weight_decay), lr=args.learning_rate,
+                betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+        return self.optimizer
+
+    def compute_loss(self, model: Any, inputs: Mapping[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        terms = self.method.loss(inputs, self.access)
+        warm = 1.0
+        if self.unlearn_warmup_steps > 0:
+            warm = min(1.0, self.state.global_step / self.unlearn_warmup_steps)
+        total = warm * terms["loss"]
+        aux = self.adapter.aux_loss(inputs, self.access.forward)
+        if aux:
+            total = total + aux["loss"]
+        if model.training:
+            for name, value in {**{k: v for k, v in terms.items() if k != "loss"},
+                                "method_loss": terms["loss"],
+                                **{k: v for k, v in aux.items() if k != "loss"}}.items():
+                self._sums[name] += float(value.detach())
+                self._counts[name] += 1
+        return (total, None) if return_outputs else total
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs:
+            for name, total in self._sums.items():
+                logs[name] = round(total / max(1, self._counts[name]), 6)
+            self._sums.clear()
+            self._counts.clear()
+        super().log(logs, *args, **kwargs)
