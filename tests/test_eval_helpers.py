@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from grun_cli.config import config_dir
 from grun_cli.data.synthetic import generate
 from grun_cli.eval.likelihood import answer_avg_loss, pad_batch
-from grun_cli.logprobs import sequence_nll, token_mean_nll
 from grun_cli.eval.rouge import rouge_l_recall
+from grun_cli.logprobs import sequence_nll, token_mean_nll
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import IGNORE_INDEX, PromptTemplate
 

@@ -100,6 +100,8 @@ class Adapter(ABC):
         """Write only what was trained."""
 
     def save(self, directory: Path, base: Mapping[str, Any]) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         self.save_weights(directory)
         (directory / CONFIG_FILE).write_text(json.dumps(
             {"kind": self.kind, "config": self.cfg, "base_model": dict(base)}, indent=2, default=str) + "\n")
