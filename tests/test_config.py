@@ -14,6 +14,9 @@ from grun_cli.config import config_dir
 CONF = config_dir()
 
 
+FINETUNE_EXPERIMENTS = {"tofu_target", "tofu_retain"}
+
+
 @pytest.fixture
 def composer() -> Iterator:
     GlobalHydra.instance().clear()
@@ -22,12 +25,21 @@ def composer() -> Iterator:
     GlobalHydra.instance().clear()
 
 
+@pytest.fixture
+def unlearn_composer() -> Iterator:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        yield lambda *overrides: compose("unlearn", overrides=list(overrides))
+    GlobalHydra.instance().clear()
+
+
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
 def test_groups_exist() -> None:
-    for group in ("model", "data", "logger", "paths", "hydra", "experiment", "recipe"):
+    for group in ("model", "data", "logger", "paths", "hydra", "experiment", "recipe", "method",
+                  "adapter", "train"):
         assert options(group), f"config group {group}/ is empty"
     assert {"tiny", "llama3.1", "mistral", "hf"} <= set(options("model"))
     assert {"tofu", "synthetic"} <= set(options("data"))
@@ -46,10 +58,47 @@ def test_every_combination_composes(composer, model: str, data: str, logger: str
     assert cfg.model.name == model and cfg.data.name == data and cfg.logger.backend == logger
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
-def test_experiments_compose(composer, experiment: str) -> None:
+@pytest.mark.parametrize("experiment", sorted(FINETUNE_EXPERIMENTS))
+def test_finetune_experiments_compose(composer, experiment: str) -> None:
     cfg = composer(f"experiment={experiment}")
     assert cfg.split in ("full", "retain", "forget")
+
+
+@pytest.mark.parametrize("experiment", sorted(set(options("experiment")) - FINETUNE_EXPERIMENTS))
+def test_unlearn_experiments_compose(unlearn_composer, experiment: str) -> None:
+    cfg = unlearn_composer(f"experiment={experiment}", "model=llama3.1")
+    OmegaConf.to_container(cfg.adapter, resolve=True)
+    assert cfg.data.name == "tofu"
+
+
+@pytest.mark.parametrize("method", ["ga", "gd", "npo", "simnpo", "idk", "idkdpo"])
+@pytest.mark.parametrize("adapter", ["grun", "lora", "full"])
+def test_every_method_adapter_composes(unlearn_composer, method: str, adapter: str) -> None:
+    cfg = unlearn_composer(f"method={method}", f"adapter={adapter}")
+    assert cfg.method.name == method and cfg.adapter.kind == adapter
+    assert cfg.data.subset.retain_authors == 30  # tiny recipe
+
+
+def test_unlearn_paper_settings(unlearn_composer) -> None:
+    cfg = unlearn_composer("experiment=grun_tofu_gd", "model=llama3.1")
+    assert cfg.train.lr == 4e-3 and cfg.train.epochs == 40 and cfg.train.batch_size == 16
+    assert cfg.train.weight_decay == 0.0 and cfg.adapter.rank == 4 and cfg.adapter.gate_weight == 10.0
+    assert list(cfg.adapter.layers) == [20, 25, 31] and cfg.method.retain_weight == 2.0
+    assert cfg.pairing == "fixed" and cfg.data.subset.retain_authors is None
+    npo = unlearn_composer("experiment=grun_tofu_npo", "model=llama3.1")
+    assert npo.method.beta == 0.1 and npo.method.forget_weight == 100.0 and npo.method.retain_weight == 1.0
+    lora = unlearn_composer("experiment=tofu_lora_baseline", "model=llama3.1", "method=npo")
+    assert lora.adapter.rank == 4 and lora.adapter.alpha == 32 and lora.adapter.dropout == 0.05
+    assert lora.train.lr == 1e-4
+    full = unlearn_composer("experiment=tofu_full_baseline", "model=mistral", "method=gd")
+    assert full.train.lr == 1e-5 and full.train.epochs == 10 and full.train.batch_size * full.train.grad_accum == 32
+    assert full.train.weight_decay == 0.01
+
+
+def test_unlearn_defaults(unlearn_composer) -> None:
+    cfg = unlearn_composer()
+    assert (cfg.model.name, cfg.data.name, cfg.method.name, cfg.adapter.kind) == ("tiny", "synthetic", "npo", "grun")
+    assert list(cfg.adapter.layers) == [1, 2] and cfg.pairing == "random"
 
 
 def test_defaults_are_the_offline_tiny_recipe(composer) -> None:
