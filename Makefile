@@ -23,7 +23,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 
 # The offline main job: build the tiny model and fine-tune it on the synthetic authors.
 demo: install

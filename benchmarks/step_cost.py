@@ -1,0 +1,146 @@
+"""Step time and peak memory of full / LoRA / GRUN unlearning, side by side, as ratios.
+
+Each adapter runs in its own child process (clean peak-memory accounting) on the same
+randomly initialised Llama-architecture model, the same method and the same batches:
+forget + retain batches of --batch rows x --seq tokens, the answer on the second half.
+
+    python benchmarks/step_cost.py                       # tiny and mid-size on CPU
+    python benchmarks/step_cost.py --arch llama3.1-8b --device cuda --dtype bfloat16 --method npo
+
+Memory: CUDA peak allocated bytes on a GPU; on CPU the peak resident set size of the child
+minus its size right after building the model (the training overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ARCHS = {
+    "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                 intermediate_size=352, vocab_size=4096),
+    "mid": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
+                intermediate_size=1376, vocab_size=32000),
+    "llama3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                        intermediate_size=14336, vocab_size=128256, rope_theta=500000.0),
+    "mistral-7b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                       intermediate_size=14336, vocab_size=32000),
+}
+ADAPTERS = {
+    "full": {"kind": "full"},
+    "lora": {"kind": "lora", "rank": 4, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+    "grun": {"kind": "grun", "rank": 4, "gate": "linear", "gate_weight": 10.0},  # paper layers by default
+}
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(args: argparse.Namespace) -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from grun_cli.adapters import make_adapter
+    from grun_cli.methods import make_method
+    from grun_cli.train.unlearn_trainer import AdapterAccess
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    config = LlamaConfig(**ARCHS[args.arch], max_position_embeddings=max(512, args.seq))
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype)
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    base_rss = rss_mb()
+    adapter = make_adapter(model, ADAPTERS[args.adapter])
+    method = make_method({"name": args.method})
+    adapter.prepare(method.needs_reference)
+    opt = torch.optim.AdamW(adapter.param_groups(0.0), lr=1e-5)
+    access = AdapterAccess(adapter)
+
+    def batch() -> dict:
+        ids = torch.randint(3, config.vocab_size, (args.batch, args.seq), device=device)
+        labels = ids.clone()
+        labels[:, : args.seq // 2] = -100
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+                "positions": torch.full((args.batch,), args.seq // 2 - 1, device=device)}
+
+    data = {"forget": batch(), "retain": batch(), "idk": batch()}
+    times = []
+    for step in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss = method.loss(data, access)["loss"]
+        aux = adapter.aux_loss(data, access.forward)
+        if aux:
+            loss = loss + aux["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else rss_mb() - base_rss)
+    info = adapter.describe()
+    return {"adapter": args.adapter, "step_ms": 1000 * statistics.median(times), "peak_mb": peak,
+            "trainable": info["trainable_parameters"], "trainable_pct": info["trainable_percent"]}
+
+
+def run_child(args: argparse.Namespace, arch: str, adapter: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--arch", arch, "--adapter", adapter, "--method", args.method,
+           "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--device", args.device, "--dtype", args.dtype]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {"adapter": adapter, "error": "out of memory" if "out of memory" in proc.stderr.lower() else last}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", nargs="+", default=["tiny", "mid"], choices=sorted(ARCHS))
+    ap.add_argument("--adapter", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--method", default="npo")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        args.arch = args.arch[0]
+        print(json.dumps(child(args)))
+        return
+    print(f"method {args.method}, batch {args.batch} forget + {args.batch} retain x {args.seq} tokens, "
+          f"{args.device} {args.dtype}, median of {args.steps} steps")
+    for arch in args.arch:
+        rows = [run_child(args, arch, a) for a in ADAPTERS]
+        full = rows[0]
+        print(f"\n{arch}: {json.dumps(ARCHS[arch])}")
+        print(f"  {'adapter':<8}{'trainable':>14}{'%':>10}{'step ms':>11}{'x full':>9}{'peak MB':>11}{'x full':>9}")
+        for r in rows:
+            if "error" in r:
+                print(f"  {r['adapter']:<8}  failed: {r['error']}")
+                continue
+            t = f"{r['step_ms'] / full['step_ms']:.2f}" if "step_ms" in full else "-"
+            m = f"{r['peak_mb'] / full['peak_mb']:.2f}" if "peak_mb" in full and full["peak_mb"] > 0 else "-"
+            print(f"  {r['adapter']:<8}{r['trainable']:>14,}{r['trainable_pct']:>10.4f}{r['step_ms']:>11.1f}{t:>9}"
+                  f"{r['peak_mb']:>11.1f}{m:>9}")
+
+
+if __name__ == "__main__":
+    main()
