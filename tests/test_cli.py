@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from conftest import SHARED_DATA, grun
 
 SMALL = [  # 2 forget authors + 1 retain author = 60 QA rows, a few seconds on 2 cores
