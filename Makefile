@@ -25,9 +25,10 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
-# The offline main job: build the tiny model and fine-tune it on the synthetic authors.
+# The offline main job: unlearn with NPO + GRUN on the tiny model (built and fine-tuned on
+# the synthetic authors on first use, then cached).
 demo: install
-	$(BIN)/grun finetune
+	$(BIN)/grun unlearn
 
 clean:
 	rm -rf outputs multirun dist build .pytest_cache .ruff_cache

@@ -225,3 +225,37 @@ def test_generation_edits_the_prompt_forward_only(tiny) -> None:
     greedy_answers(adapter.model, tiny.tokenizer, PromptTemplate(), ["Where was X born?", "Who is Y?"],
                    max_new_tokens=6, adapter=adapter)
     assert calls == [2, 2]  # one edit per layer, in the prefill, for both rows; none while decoding
+
+
+def test_edit_dtype_option(tiny) -> None:
+    with pytest.raises(GrunError, match="no half-precision CPU kernel"):
+        make_adapter(fresh(tiny), {**GRUN, "dtype": "bfloat16"})
+    with pytest.raises(GrunError, match="adapter.dtype=int8"):
+        make_adapter(fresh(tiny), {**GRUN, "dtype": "int8"})
+    adapter = make_adapter(fresh(tiny), {**GRUN, "dtype": "auto"})
+    assert all(p.dtype == torch.float32 for p in adapter.trainable_parameters())
+
+
+def test_unlearn_warmup_scales_the_method_term(tiny, tmp_path: Path) -> None:
+    from transformers import TrainingArguments
+
+    from grun_cli.methods import make_method
+    from grun_cli.train.unlearn_trainer import UnlearnTrainer
+
+    adapter = make_adapter(fresh(tiny), GRUN)
+    perturb(adapter)
+    labels = IDS.clone()
+    labels[:, :4] = -100
+    inputs = {"input_ids": IDS, "attention_mask": MASK, "labels": labels, "positions": torch.tensor([3, 3])}
+    batch = {"forget": inputs, "retain": inputs}
+    method = make_method({"name": "gd"})
+    trainer = UnlearnTrainer(model=adapter.model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]),
+                             train_dataset=[batch], method=method, adapter=adapter, unlearn_warmup_steps=10)
+    adapter.model.eval()
+    with torch.no_grad():
+        full = method.loss(batch, trainer.access)["loss"].item()
+        aux = adapter.aux_loss(batch, trainer.access.forward)["loss"].item()
+        trainer.state.global_step = 5
+        assert trainer.compute_loss(adapter.model, batch).item() == pytest.approx(0.5 * full + aux, rel=1e-5)
+        trainer.state.global_step = 50
+        assert trainer.compute_loss(adapter.model, batch).item() == pytest.approx(full + aux, rel=1e-5)

@@ -41,19 +41,21 @@ def make_gate(kind: str, hidden: int) -> nn.Module:
 
 
 class GatedLoReFT(nn.Module):
-    """One layer's gated edit. Parameters are float32 whatever the model's dtype: the
-    orthogonal parametrization's Householder product has no bfloat16 CPU kernel, and the
-    rank-r edit costs nothing in float32."""
+    """One layer's gated edit, computed in ``dtype`` and cast back to the model's dtype.
 
-    def __init__(self, hidden: int, rank: int, gate: str) -> None:
+    float32 by default whatever the model's dtype: the rank-r edit costs nothing in float32
+    and the orthogonal parametrization's Householder product has no half-precision CPU kernel."""
+
+    def __init__(self, hidden: int, rank: int, gate: str, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        self.loreft = _loreft_class()(embed_dim=hidden, low_rank_dimension=rank, dtype=torch.float32)
-        self.gate = make_gate(gate, hidden)
+        self.dtype = dtype
+        self.loreft = _loreft_class()(embed_dim=hidden, low_rank_dimension=rank, dtype=dtype).to(dtype)
+        self.gate = make_gate(gate, hidden).to(dtype)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h: (n, d) hidden states at the edit positions -> (edited h, gate values (n,))."""
-        x = h.float()
-        g = torch.sigmoid(self.gate(x)).squeeze(-1)
+        x = h.to(self.dtype)
+        g = torch.sigmoid(self.gate(x)).squeeze(-1).float()
         rotate = self.loreft.rotate_layer
         # LoreftIntervention's forward minus its input: R^T (act(W x + b) - R x)
         delta = torch.matmul(self.loreft.act_fn(self.loreft.learned_source(x)) - rotate(x), rotate.weight.T)
@@ -67,7 +69,7 @@ class GatedLoReFT(nn.Module):
         from pyreft.interventions import LowRankRotateLayer
 
         plain = LowRankRotateLayer(weight.shape[0], weight.shape[1], init_orth=False)
-        plain.weight = nn.Parameter(weight.detach().clone().float(), requires_grad=False)
+        plain.weight = nn.Parameter(weight.detach().clone().to(self.dtype), requires_grad=False)
         self.loreft.rotate_layer = plain
 
 
@@ -104,8 +106,16 @@ class GrunAdapter(Adapter):
         if not 0 < self.rank <= hidden:
             raise GrunError(f"adapter.rank={self.rank} must be in 1..{hidden}")
         model.requires_grad_(False)
-        device = next(model.parameters()).device
-        self.edits = nn.ModuleDict({str(i): GatedLoReFT(hidden, self.rank, self.gate_kind)
+        first = next(model.parameters())
+        device = first.device
+        name = str(cfg.get("dtype") or "float32")
+        if name not in ("auto", "float32", "bfloat16", "float16"):
+            raise GrunError(f"adapter.dtype={name} is not one of auto, float32, bfloat16, float16")
+        dtype = first.dtype if name == "auto" else getattr(torch, name)
+        if dtype != torch.float32 and device.type == "cpu":
+            raise GrunError(f"adapter.dtype={name} on CPU: the LoReFT rotation's Householder product "
+                            "has no half-precision CPU kernel; use adapter.dtype=float32")
+        self.edits = nn.ModuleDict({str(i): GatedLoReFT(hidden, self.rank, self.gate_kind, dtype)
                                     for i in self.layers}).to(device)
         # Attached so .to(), .train() and the HF Trainer see the edit as part of the model.
         model.add_module("grun_edits", self.edits)
