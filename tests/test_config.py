@@ -98,7 +98,7 @@ def test_unlearn_paper_settings(unlearn_composer) -> None:
 def test_unlearn_defaults(unlearn_composer) -> None:
     cfg = unlearn_composer()
     assert (cfg.model.name, cfg.data.name, cfg.method.name, cfg.adapter.kind) == ("tiny", "synthetic", "npo", "grun")
-    assert list(cfg.adapter.layers) == [1, 2] and cfg.pairing == "random"
+    assert list(cfg.adapter.layers) == [2, 3] and cfg.adapter.gate == "mlp" and cfg.pairing == "random"
 
 
 def test_defaults_are_the_offline_tiny_recipe(composer) -> None:

@@ -88,3 +88,11 @@ def test_idk_answer_sources(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(GrunError, match="holds no answers"):
         load_idk_answers(str(tmp_path / "empty.txt"), None)
+
+
+def test_spread_samples_evenly() -> None:
+    from grun_cli.data.source import spread
+
+    rows = [{"i": i} for i in range(10)]
+    assert [r["i"] for r in spread(rows, 4)] == [0, 2, 5, 7]
+    assert spread(rows, 0) == [] and spread(rows, 50) == rows

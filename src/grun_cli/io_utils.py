@@ -51,6 +51,12 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
+def remove_if_empty(path: str | os.PathLike[str]) -> None:
+    """Drop a folder a library created but left empty (the HF Trainer's output_dir)."""
+    with contextlib.suppress(OSError):
+        Path(path).rmdir()
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read a JSON-Lines file (TOFU's ``.json`` files are JSON Lines too)."""
     rows = []

@@ -17,9 +17,9 @@ from omegaconf import DictConfig
 
 from grun_cli.commands.context import plain_config, run_dir, seed_everything
 from grun_cli.data import make_source
-from grun_cli.data.source import fingerprint
+from grun_cli.data.source import fingerprint, spread
 from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_dir, atomic_write_json
+from grun_cli.io_utils import atomic_dir, atomic_write_json, remove_if_empty
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import PromptTemplate
 from grun_cli.train.run_card import run_card
@@ -37,11 +37,9 @@ def memorisation_check(model: Any, tokenizer: Any, template: PromptTemplate, row
     from grun_cli.eval.likelihood import answer_avg_loss
     from grun_cli.eval.rouge import rouge_l_recall
 
-    n = int(cfg.check.max_rows)
-    if n <= 0 or not rows:
+    sample = spread(rows, int(cfg.check.max_rows))
+    if not sample:
         return {}
-    step = max(1, len(rows) // n)
-    sample = rows[::step][:n]  # spread over authors, deterministic
     bs = int(cfg.check.batch_size)
     losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in sample],
                              max_length=max_length, batch_size=bs, desc="check: answer probability")
@@ -101,7 +99,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
              f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs")
     try:
         result = trainer.train()
-        _remove_if_empty(out / "trainer")
+        remove_if_empty(out / "trainer")
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         metrics: dict[str, Any] = {
             "train_loss_final": losses[-1] if losses else None,
@@ -134,13 +132,6 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
     finally:
         tracker.finish()
     return metrics
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()  # the Trainer's output_dir stays empty with save_strategy="no"
-    except OSError:
-        pass
 
 
 def _report(metrics: dict[str, Any], out: Path, checkpoint: str | None) -> None:

@@ -19,9 +19,9 @@ from omegaconf import DictConfig
 
 from grun_cli.commands.context import plain_config, run_dir, seed_everything
 from grun_cli.data import make_source
-from grun_cli.data.source import fingerprint
+from grun_cli.data.source import fingerprint, spread
 from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text
+from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text, remove_if_empty
 from grun_cli.models.loading import load_model
 from grun_cli.models.target import ensure_target
 from grun_cli.models.template import PromptTemplate
@@ -29,14 +29,6 @@ from grun_cli.train.run_card import run_card
 from grun_cli.train.tracking import start_tracking
 
 log = logging.getLogger("grun.unlearn")
-
-
-def _spread(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """Up to n rows spread evenly over the list (over authors), deterministically."""
-    if n <= 0 or len(rows) <= n:
-        return rows if n > 0 else []
-    step = len(rows) / n
-    return [rows[int(i * step)] for i in range(n)]
 
 
 def probe(model: Any, tokenizer: Any, template: PromptTemplate, sets: dict[str, list[dict[str, Any]]],
@@ -90,8 +82,8 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     dataset = ForgetRetainDataset(forget_rows, retain_rows, tokenizer, template, max_length,
                                   pairing=str(cfg.pairing), seed=int(cfg.seed), idk_answers=idk_answers)
 
-    probe_sets = {"forget": _spread(forget_rows, int(cfg.probe.max_rows)),
-                  "retain": _spread(retain_rows, int(cfg.probe.max_rows))}
+    probe_sets = {"forget": spread(forget_rows, int(cfg.probe.max_rows)),
+                  "retain": spread(retain_rows, int(cfg.probe.max_rows))}
     metrics: dict[str, Any] = probe(loaded.model, tokenizer, template, probe_sets, cfg, prefix="before_")
 
     base_print = base_fingerprint(loaded.model)  # before any adapter touches the model
@@ -110,7 +102,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
                              unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0))
     try:
         trainer.train()
-        _remove_if_empty(out / "trainer")
+        remove_if_empty(out / "trainer")
         metrics.update(probe(adapter.model, tokenizer, template, probe_sets, cfg, adapter=adapter,
                              prefix="after_"))
         for name, rows in probe_sets.items():
@@ -144,13 +136,6 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     finally:
         tracker.finish()
     return metrics
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
 
 
 def _report(metrics: dict[str, Any], out: Path) -> None:

@@ -164,6 +164,16 @@ class QASource(ABC):
         return texts
 
 
+def spread(rows: list[Row], n: int) -> list[Row]:
+    """Up to ``n`` rows spread evenly over the list (so over authors), deterministically."""
+    if n <= 0:
+        return []
+    if len(rows) <= n:
+        return list(rows)
+    step = len(rows) / n
+    return [rows[int(i * step)] for i in range(n)]
+
+
 def fingerprint(rows: list[Row]) -> str:
     """A short hash of the QA content, recorded in run cards."""
     h = hashlib.sha256()
@@ -186,4 +196,4 @@ def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> QASourc
     raise GrunError(f"unknown data set '{name}'; use data=tofu or data=synthetic")
 
 
-__all__ = ["ALL_SPLITS", "QASource", "Row", "fingerprint", "make_source"]
+__all__ = ["ALL_SPLITS", "QASource", "Row", "fingerprint", "make_source", "spread"]

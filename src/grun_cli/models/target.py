@@ -37,6 +37,7 @@ def recipe_hash(ft: DictConfig) -> str:
     plain = OmegaConf.to_container(ft, resolve=True)
     for key in _NOT_IN_RECIPE:
         plain.pop(key, None)
+    plain["model"].pop("grun_layers", None)  # an unlearning setting, not a fine-tuning one
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
