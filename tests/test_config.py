@@ -17,20 +17,21 @@ CONF = config_dir()
 FINETUNE_EXPERIMENTS = {"tofu_target", "tofu_retain"}
 
 
-@pytest.fixture
-def composer() -> Iterator:
+def _composer(primary: str) -> Iterator:
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        yield lambda *overrides: compose("finetune", overrides=list(overrides))
+        yield lambda *overrides: compose(primary, overrides=list(overrides))
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def composer() -> Iterator:
+    yield from _composer("finetune")
 
 
 @pytest.fixture
 def unlearn_composer() -> Iterator:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        yield lambda *overrides: compose("unlearn", overrides=list(overrides))
-    GlobalHydra.instance().clear()
+    yield from _composer("unlearn")
 
 
 def options(group: str) -> list[str]:
