@@ -55,3 +55,20 @@ def grun(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: int 
     exe = Path(sys.executable).with_name("grun")
     return subprocess.run([str(exe), *args], env=env, cwd=cwd or REPO, capture_output=True,
                           text=True, timeout=timeout)
+
+
+# A small memorised target: 2 forget authors (40 rows) + 3 retain authors (60 rows).
+SMALL_DATA = ["data.num_authors=30", "data.subset.retain_authors=3", "logger=none"]
+GOOD_TARGET = 'target.overrides=["train.max_steps=200","extra_splits=[]","check.max_rows=0"]'
+
+
+@pytest.fixture(scope="session")
+def grun_gd_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One real `grun unlearn` (GRUN + GD, TOFU evaluation at the end) shared by tests."""
+    out = tmp_path_factory.mktemp("grun-gd-run")
+    env = {k: v for k, v in os.environ.items() if k != "GRUN_DATA_DIR"}
+    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    r = grun("unlearn", "method=gd", "adapter=grun", *SMALL_DATA, "probe.max_rows=100", GOOD_TARGET,
+             "train.epochs=60", "train.lr=1e-2", f"hydra.run.dir={out}", env=env)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return out, r

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import grun
+from conftest import SMALL_DATA, grun
 
-# 2 forget authors (40 rows) + 3 retain authors (60 rows); a target memorised in ~10 s.
-SMALL = ["data.num_authors=30", "data.subset.retain_authors=3", "logger=none", "probe.max_rows=8"]
+SMALL = [*SMALL_DATA, "probe.max_rows=8", "eval.enabled=false"]
 QUICK_TARGET = 'target.overrides=["train.max_steps=5","extra_splits=[]","check.max_rows=0"]'
-GOOD_TARGET = 'target.overrides=["train.max_steps=200","extra_splits=[]","check.max_rows=0"]'
 
 
 def test_every_method_runs_on_every_adapter(clean_env: dict[str, str], tmp_path: Path) -> None:
@@ -39,20 +37,18 @@ def test_every_method_runs_on_every_adapter(clean_env: dict[str, str], tmp_path:
             assert card["data"]["idk_answers"] == "built-in"
 
 
-def test_grun_gd_forgets_and_keeps_retain(clean_env: dict[str, str], tmp_path: Path) -> None:
+def test_grun_gd_forgets_and_keeps_retain(grun_gd_run) -> None:
     """Behaviour: on a memorised target, GRUN + GD cuts the forget answers' probability by
     more than 10x while the retain answers' probability moves by less than 0.05, and the
     gate fires on forget prompts and not on retain prompts."""
     from grun_cli.api import load_run
 
-    r = grun("unlearn", "method=gd", "adapter=grun", *SMALL[:-1], "probe.max_rows=100", GOOD_TARGET,
-             "train.epochs=60", "train.lr=1e-2", f"hydra.run.dir={tmp_path}", env=clean_env)
-    assert r.returncode == 0, r.stderr[-4000:]
+    tmp_path, r = grun_gd_run
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["before_forget_answer_prob"] > 0.9 and m["before_retain_answer_prob"] > 0.9
     assert m["after_forget_answer_prob"] < m["before_forget_answer_prob"] / 10
     assert abs(m["after_retain_answer_prob"] - m["before_retain_answer_prob"]) < 0.05
-    assert m["gate_forget_mean"] > 0.8 and m["gate_retain_mean"] < 0.2
+    assert m["gate_forget_mean"] > 0.8 and m["gate_retain_mean"] < 0.2 and m["gate_auc"] > 0.95
     assert "forget answer prob" in r.stdout and f"adapter:       {tmp_path / 'adapter'}" in r.stdout
 
     # the Python API reproduces the run's numbers with the edit on, and the target with it off

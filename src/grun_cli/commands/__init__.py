@@ -32,5 +32,12 @@ COMMANDS: dict[str, Command] = {
             "through an adapter (grun lora full)",
             example="grun unlearn model=tiny method=npo adapter=grun",
         ),
+        Command(
+            name="eval",
+            config_name="evaluate",
+            target="grun_cli.commands.eval:evaluate",
+            summary="TOFU metrics (forget quality, model utility, ...) of a run or a model",
+            example="grun eval run=outputs/unlearn/<timestamp>",
+        ),
     ]
 }

@@ -105,12 +105,20 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         remove_if_empty(out / "trainer")
         metrics.update(probe(adapter.model, tokenizer, template, probe_sets, cfg, adapter=adapter,
                              prefix="after_"))
-        for name, rows in probe_sets.items():
-            gates = gate_values(adapter, tokenizer, template, [r["question"] for r in rows])
-            if gates is not None:
-                metrics[f"gate_{name}_mean"] = gates.mean().item()
-                for j, layer in enumerate(adapter.layers):
-                    metrics[f"gate_{name}_layer{layer}"] = gates[:, j].mean().item()
+        if cfg.eval.enabled:
+            from grun_cli.commands.eval import tofu_evaluation
+
+            eval_metrics, ref_source = tofu_evaluation(cfg, out, model=adapter.model, tokenizer=tokenizer,
+                                                       source=source, adapter=adapter, tracker=tracker)
+            metrics.update(eval_metrics)
+            metrics["forget_quality_reference"] = ref_source
+        else:
+            for name, rows in probe_sets.items():
+                gates = gate_values(adapter, tokenizer, template, [r["question"] for r in rows])
+                if gates is not None:
+                    metrics[f"gate_{name}_mean"] = gates.mean().item()
+                    for j, layer in enumerate(adapter.layers):
+                        metrics[f"gate_{name}_layer{layer}"] = gates[:, j].mean().item()
         metrics.update(efficiency)
         metrics["train_steps"] = trainer.state.global_step
         metrics["wall_time_s"] = round(time.time() - started, 1)
@@ -148,5 +156,9 @@ def _report(metrics: dict[str, Any], out: Path) -> None:
         print(f"  gate mean: forget {metrics['gate_forget_mean']:.3f}, retain {metrics['gate_retain_mean']:.3f}")
     print(f"  trainable parameters: {metrics['trainable_parameters']:,} "
           f"({metrics['trainable_percent']:.4f}% of the base model)")
+    if "model_utility" in metrics:
+        from grun_cli.eval.tofu import HEADLINE, table
+
+        print(table({k: metrics[k] for k in HEADLINE if k in metrics}))
     print(f"run directory: {out}")
     print(f"adapter:       {out / 'adapter'}")

@@ -1,8 +1,9 @@
 """A QA data source: named splits of TOFU-schema rows, author subsets, forget/retain aliases.
 
 Rows are plain dicts with TOFU's fields (question, answer, and for *_perturbed splits
-paraphrased_answer, perturbed_answer, paraphrased_question) plus ``author``: the 0-based
-author block in ``full`` (None for real_authors / world_facts).
+paraphrased_answer, perturbed_answer, paraphrased_question) plus ``index`` (the row's position
+in its split, the key of per-sample logs) and ``author`` (the 0-based author block in ``full``;
+None for real_authors / world_facts).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class QASource(ABC):
     def raw(self, split: str) -> list[Row]:
         """All rows of a split with their author index, before any subset."""
         if split not in self._cache:
-            rows = [dict(r) for r in self._load_raw(split)]
+            rows = [{**r, "index": i} for i, r in enumerate(self._load_raw(split))]
             if not rows:
                 raise GrunError(f"{self.describe()}: split '{split}' is empty")
             if split in AUTHOR_SPLITS:

@@ -38,3 +38,28 @@ def gate_values(adapter: Any, tokenizer: Any, template: PromptTemplate, question
     finally:
         model.train(was_training)
     return torch.cat(out)
+
+
+def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
+                sets: dict[str, Sequence[dict[str, Any]]]) -> dict[str, float]:
+    """Mean gate per layer on each set's prompts, and the ROC AUC of the gate (mean over
+    layers, and per layer) separating forget prompts from all the others. {} without a gate."""
+    from grun_cli.eval.tofu_metrics import roc_auc
+
+    values = {k: gate_values(adapter, tokenizer, template, [r["question"] for r in rows])
+              for k, rows in sets.items()}
+    if any(v is None for v in values.values()):
+        return {}
+    out: dict[str, float] = {}
+    for key, g in values.items():
+        out[f"gate_{key}_mean"] = g.mean().item()
+        for j, layer in enumerate(adapter.layers):
+            out[f"gate_{key}_layer{layer}"] = g[:, j].mean().item()
+    if "forget" in values and len(values) > 1:
+        import torch
+
+        rest = torch.cat([g for k, g in values.items() if k != "forget"])
+        out["gate_auc"] = roc_auc(values["forget"].mean(1).tolist(), rest.mean(1).tolist())
+        for j, layer in enumerate(adapter.layers):
+            out[f"gate_auc_layer{layer}"] = roc_auc(values["forget"][:, j].tolist(), rest[:, j].tolist())
+    return out

@@ -19,12 +19,13 @@ log = logging.getLogger(__name__)
 _NOT_IN_RECIPE = ("logger", "paths", "check", "save_model", "hydra")
 
 
-def finetune_config(cfg: DictConfig) -> DictConfig:
-    """`grun finetune`'s config for the target of an unlearning run: the tiny recipe on the
-    same data (same forget split and author subset) and model, plus ``target.overrides``."""
+def finetune_config(cfg: DictConfig, split: str = "full") -> DictConfig:
+    """`grun finetune`'s config for a tiny model of this run's data: the tiny recipe on the
+    same data (same forget split and author subset) and model, on ``split`` (full = the
+    target, retain = the retain model), plus ``target.overrides``."""
     from hydra import compose
 
-    overrides = [f"model={cfg.model.name}", f"data={cfg.data.name}", "logger=none",
+    overrides = [f"model={cfg.model.name}", f"data={cfg.data.name}", "logger=none", f"split={split}",
                  *[str(o) for o in cfg.target.overrides]]
     ft = compose("finetune", overrides=overrides)
     ft.data = cfg.data
@@ -41,21 +42,31 @@ def recipe_hash(ft: DictConfig) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def ensure_finetuned(cfg: DictConfig, split: str) -> Path:
+    """Folder of the cached tiny model fine-tuned on ``split`` of this run's data (built on
+    first use with `grun finetune`'s code): checkpoint/, metrics.json, run_card.json."""
+    from grun_cli.commands.finetune import run_finetune
+
+    ft = finetune_config(cfg, split)
+    folder = Path(cfg.paths.cache_dir).expanduser() / "finetuned" / recipe_hash(ft)
+    if not (folder / "run_card.json").is_file():
+        log.info("no tiny %s model for this data yet: fine-tuning one into %s (cached)", split, folder)
+        with atomic_dir(folder) as tmp:
+            run_finetune(ft, tmp, track=False)
+    else:
+        log.info("tiny %s model: reusing %s", split, folder)
+    return folder
+
+
+def with_checkpoint(model_cfg: Any, folder: Path) -> Any:
+    model = OmegaConf.to_container(model_cfg, resolve=True)
+    model["name_or_path"] = str(folder / "checkpoint")
+    return OmegaConf.create(model)
+
+
 def ensure_target(cfg: DictConfig) -> Any:
     """The model config to load: ``cfg.model`` itself when it names a checkpoint, else
     (tiny) a cached fine-tuned target built on first use."""
     if cfg.model.get("name_or_path") or cfg.model.name != "tiny":
         return cfg.model
-    from grun_cli.commands.finetune import run_finetune
-
-    ft = finetune_config(cfg)
-    folder = Path(cfg.paths.cache_dir).expanduser() / "targets" / recipe_hash(ft)
-    if not (folder / "run_card.json").is_file():
-        log.info("no tiny target for this data yet: fine-tuning one into %s (cached)", folder)
-        with atomic_dir(folder) as tmp:
-            run_finetune(ft, tmp, track=False)
-    else:
-        log.info("tiny target: reusing %s", folder)
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model["name_or_path"] = str(folder / "checkpoint")
-    return OmegaConf.create(model)
+    return with_checkpoint(cfg.model, ensure_finetuned(cfg, "full"))

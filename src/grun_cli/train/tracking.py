@@ -40,6 +40,16 @@ class Tracker:
         except Exception as e:  # tracking must never break a run
             log.warning("W&B summary update failed: %s", e)
 
+    def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        if self.run is None or not rows:
+            return
+        try:
+            import wandb
+
+            self.run.log({name: wandb.Table(columns=columns, data=rows)})
+        except Exception as e:
+            log.warning("W&B table %s failed: %s", name, e)
+
     def finish(self, exit_code: int = 0) -> None:
         if self.run is None:
             return

@@ -1,0 +1,191 @@
+"""The TOFU evaluation: one batched teacher-forced pass over every (question, answer) pair
+the metrics need, one batched greedy generation pass, then the metrics of ``tofu_metrics``.
+
+Results come back as OpenUnlearning-format per-sample logs,
+``{metric: {"agg_value": float, "value_by_index": {"<row index>": {...}}}}``, so our logs and
+OpenUnlearning's published ones can stand in for each other (e.g. as forget-quality references).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from grun_cli.eval import tofu_metrics as tm
+from grun_cli.eval.generation import greedy_answers
+from grun_cli.eval.likelihood import answer_avg_loss
+from grun_cli.eval.rouge import rouge_scores
+from grun_cli.models.template import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+Logs = dict[str, dict[str, Any]]
+
+#: TOFU's evaluation sets: key -> split name (the forget set follows data.forget_split).
+EVAL_SETS = {"forget": "{forget}_perturbed", "retain": "retain_perturbed",
+             "ra": "real_authors_perturbed", "wf": "world_facts_perturbed"}
+ATTACKS = ("paraphrase",)
+
+
+def eval_sets(source: Any, max_rows: int | None = None) -> dict[str, list[Row]]:
+    from grun_cli.data.source import spread
+
+    sets = {k: source.rows(v.format(forget=source.forget_split)) for k, v in EVAL_SETS.items()}
+    if max_rows:
+        sets = {k: spread(rows, int(max_rows)) for k, rows in sets.items()}
+    return sets
+
+
+def _correct_answer(key: str, row: Row) -> str:
+    """Truth ratio's "correct" side: the paraphrased answer (forget, retain) or the answer."""
+    return row["paraphrased_answer"] if key in ("forget", "retain") else row["answer"]
+
+
+class Evaluator:
+    """Runs the passes for one model and turns them into logs."""
+
+    def __init__(self, model: Any, tokenizer: Any, template: PromptTemplate, cfg: Mapping[str, Any],
+                 max_length: int, adapter: Any = None) -> None:
+        self.model, self.tokenizer, self.template, self.adapter = model, tokenizer, template, adapter
+        self.cfg, self.max_length = cfg, max_length
+        self.style = str(cfg.get("truth_ratio", "tofu"))
+        if self.style not in tm.TRUTH_RATIO_STYLES:
+            from grun_cli.errors import GrunError
+
+            raise GrunError(f"eval.truth_ratio={self.style} is not one of {', '.join(tm.TRUTH_RATIO_STYLES)}")
+        attacks = list(cfg.get("attacks") or [])
+        bad = [a for a in attacks if a not in ATTACKS]
+        if bad:
+            from grun_cli.errors import GrunError
+
+            raise GrunError(f"eval.attacks={bad}: known attacks are {', '.join(ATTACKS)}")
+        self.attacks = attacks
+
+    # -- passes ------------------------------------------------------------------------
+    def _losses(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        ordered = sorted(pairs)
+        losses = answer_avg_loss(self.model, self.tokenizer, self.template, ordered, max_length=self.max_length,
+                                 batch_size=int(self.cfg.get("batch_size", 32)), desc="eval: teacher-forced",
+                                 adapter=self.adapter)
+        return dict(zip(ordered, losses, strict=True))
+
+    def _generations(self, questions: set[str]) -> dict[str, str]:
+        ordered = sorted(questions)
+        gens = greedy_answers(self.model, self.tokenizer, self.template, ordered,
+                              max_new_tokens=int(self.cfg.get("max_new_tokens", 200)),
+                              batch_size=int(self.cfg.get("gen_batch_size", 32)), desc="eval: generation",
+                              adapter=self.adapter)
+        return dict(zip(ordered, gens, strict=True))
+
+    def run(self, sets: Mapping[str, list[Row]]) -> Logs:
+        views = {k: (rows, "question") for k, rows in sets.items()}
+        if "paraphrase" in self.attacks:
+            views["paraphrase_forget"] = (sets["forget"], "paraphrased_question")
+        pairs: set[tuple[str, str]] = set()
+        questions: set[str] = set()
+        for key, (rows, qkey) in views.items():
+            base = key.removeprefix("paraphrase_")
+            for r in rows:
+                q = r[qkey]
+                questions.add(q)
+                pairs.add((q, r["answer"]))
+                pairs.add((q, _correct_answer(base, r)))
+                pairs.update((q, w) for w in r["perturbed_answer"])
+        loss = self._losses(pairs)
+        gen = self._generations(questions)
+        logs: Logs = {}
+        for key, (rows, qkey) in views.items():
+            logs.update(self._set_logs(key, rows, qkey, loss, gen))
+        return logs
+
+    # -- metrics -----------------------------------------------------------------------
+    def _set_logs(self, key: str, rows: list[Row], qkey: str, loss: Mapping[tuple[str, str], float],
+                  gen: Mapping[str, str]) -> Logs:
+        base = key.removeprefix("paraphrase_")
+        prob_vals, norm_vals, tr_vals, rouge_vals = {}, {}, {}, {}
+        para_vals, pert_vals = {}, {}
+        rouges = rouge_scores([gen[r[qkey]] for r in rows], [r["answer"] for r in rows])
+        for r, rouge in zip(rows, rouges, strict=True):
+            idx, q = str(r["index"]), r[qkey]
+            a_loss = loss[(q, r["answer"])]
+            wrong = [loss[(q, w)] for w in r["perturbed_answer"]]
+            correct = loss[(q, _correct_answer(base, r))]
+            prob_vals[idx] = {"prob": tm.prob(a_loss), "avg_loss": a_loss}
+            norm_vals[idx] = {"prob": tm.normalised_prob(a_loss, wrong)}
+            tr_vals[idx] = {"score": tm.truth_ratio(correct, wrong, self.style)}
+            rouge_vals[idx] = {**rouge, "input": q, "ground_truth": r["answer"], "generation": gen[q]}
+            pert_vals[idx] = {"prob": [tm.prob(x) for x in wrong], "avg_loss": wrong}
+            if base in ("forget", "retain"):
+                para_vals[idx] = {"prob": tm.prob(correct), "avg_loss": correct}
+
+        def agg(values: dict[str, dict[str, Any]], field: str) -> float:
+            return statistics.fmean(v[field] for v in values.values())
+
+        tr_name = f"{key}_truth_ratio" if base == "forget" else f"{key}_Truth_Ratio"
+        out: Logs = {
+            f"{key}_Q_A_ROUGE": {"agg_value": agg(rouge_vals, "rougeL_recall"), "value_by_index": rouge_vals},
+            tr_name: {"agg_value": tm.aggregate_truth_ratio([v["score"] for v in tr_vals.values()], base,
+                                                            self.style),
+                      "value_by_index": tr_vals},
+        }
+        out[f"{key}_Q_A_Prob"] = {"agg_value": agg(prob_vals, "prob"), "value_by_index": prob_vals}
+        out[f"{key}_Q_A_PERT_Prob"] = {
+            "agg_value": statistics.fmean(statistics.fmean(v["prob"]) for v in pert_vals.values()),
+            "value_by_index": pert_vals}
+        if base in ("forget", "retain"):
+            out[f"{key}_Q_A_PARA_Prob"] = {"agg_value": agg(para_vals, "prob"), "value_by_index": para_vals}
+        else:
+            out[f"{key}_Q_A_Prob_normalised"] = {"agg_value": agg(norm_vals, "prob"), "value_by_index": norm_vals}
+        return out
+
+
+def forget_ratios(logs: Mapping[str, Any], key: str = "forget_truth_ratio") -> dict[str, float]:
+    entry = logs.get(key) or {}
+    return {str(i): float(v["score"]) for i, v in (entry.get("value_by_index") or {}).items()
+            if v and v.get("score") is not None}
+
+
+def summarise(logs: Logs, reference: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """Headline metrics: every agg_value, model_utility and forget_quality (None without a
+    reference)."""
+    metrics: dict[str, float | None] = {k: v["agg_value"] for k, v in logs.items()}
+    metrics["model_utility"] = tm.model_utility({k: float(metrics[k]) for k in tm.UTILITY_TERMS})
+    metrics["forget_quality"] = None
+    if reference is not None:
+        mine, ref = forget_ratios(logs), forget_ratios(reference)
+        shared = [i for i in mine if i in ref]
+        if not ref:
+            log.warning("the retain reference has no forget_truth_ratio values: forget_quality unavailable")
+        else:
+            if len(shared) != len(mine):
+                log.warning("retain reference covers %d of %d forget questions; using all its values",
+                            len(shared), len(mine))
+                ref_values = list(ref.values())
+            else:
+                ref_values = [ref[i] for i in shared]
+            metrics["forget_quality"] = tm.forget_quality(list(mine.values()), ref_values)
+        if "paraphrase_forget_truth_ratio" in logs and ref:
+            attack = forget_ratios(logs, "paraphrase_forget_truth_ratio")
+            metrics["paraphrase_forget_quality"] = tm.forget_quality(list(attack.values()), list(ref.values()))
+    return metrics
+
+
+def is_finite(metrics: Mapping[str, Any]) -> bool:
+    return all(v is None or not isinstance(v, float) or math.isfinite(v) for v in metrics.values())
+
+
+HEADLINE = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio",
+            "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio", "ra_Q_A_Prob_normalised",
+            "ra_Q_A_ROUGE", "ra_Truth_Ratio", "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio")
+
+
+def table(metrics: Mapping[str, Any], keys: Sequence[str] = HEADLINE) -> str:
+    rows = [(k, metrics[k]) for k in keys if k in metrics]
+    rows += [(k, v) for k, v in metrics.items() if k not in keys]
+    width = max(len(k) for k, _ in rows)
+    fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    return "\n".join(f"  {k:<{width}}  {fmt(v)}" for k, v in rows)
