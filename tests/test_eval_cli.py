@@ -143,3 +143,17 @@ def test_unknown_attack_and_truth_ratio_style(clean_env: dict[str, str], tmp_pat
     r = grun("eval", *SMALL_DATA, GOOD_TARGET, "eval.attacks=[jailbreak]", f"hydra.run.dir={tmp_path / 'a'}",
              env=clean_env)
     assert r.returncode == 2 and "eval.attacks=['jailbreak']" in r.stderr
+
+
+def test_wandb_gets_the_generations_table(grun_gd_run, clean_env: dict[str, str], tmp_path: Path) -> None:
+    out, _ = grun_gd_run
+    env = {**clean_env, "WANDB_MODE": "offline"}
+    env.pop("WANDB_API_KEY", None)
+    r = grun("eval", f"run={out}", "logger=wandb", "eval.max_rows=4", "eval.max_new_tokens=8",
+             f"hydra.run.dir={tmp_path}", env=env)
+    assert r.returncode == 0, r.stderr[-4000:]
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    tables = list(run.glob("files/media/table/generations_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["split", "question", "answer", "generation"] and len(table["data"]) == 8

@@ -18,6 +18,7 @@ def greedy_answers(
     batch_size: int = 32,
     desc: str = "generation",
     adapter: Any = None,
+    sort_by_length: bool = True,
 ) -> list[str]:
     """Greedy continuation of each question's prompt, decoded without special tokens.
 
@@ -29,7 +30,9 @@ def greedy_answers(
     from grun_cli.eval.likelihood import edit_context
 
     prompts = [template.prompt_ids(tokenizer, q) for q in questions]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    order = list(range(len(prompts)))
+    if sort_by_length:
+        order.sort(key=lambda i: len(prompts[i]))
     out = [""] * len(prompts)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id

@@ -42,6 +42,7 @@ def answer_avg_loss(
     batch_size: int = 32,
     desc: str = "answer likelihood",
     adapter: Any = None,
+    sort_by_length: bool = True,
 ) -> list[float]:
     """Mean token cross-entropy of each answer (+eos) given its question, in input order.
 
@@ -50,7 +51,9 @@ def answer_avg_loss(
     from tqdm.auto import tqdm
 
     feats = [template.encode(tokenizer, q, a, max_length) for q, a in pairs]
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))
+    order = list(range(len(feats)))
+    if sort_by_length:  # similar lengths per batch: little padding
+        order.sort(key=lambda i: len(feats[i]["input_ids"]))
     out = [math.nan] * len(feats)
     device = next(model.parameters()).device
     was_training = model.training
