@@ -4,8 +4,8 @@ Side by side in one run, on the same model and the same requests:
 - teacher-forced part: grun's single pass over the distinct (question, answer) pairs, batched
   by length, vs. one pass per metric in data order (OpenUnlearning's way: Prob, PARA, PERT and
   the normalised/truth-ratio passes each on their own, no length sorting);
-- generation part: batched KV-cached greedy generation with prompts sorted by length vs. in
-  data order.
+- generation part: batched KV-cached greedy generation with questions ordered by their
+  reference answers' lengths (a batch decodes until its longest answer ends) vs. in data order.
 
     python benchmarks/eval_speed.py                 # synthetic authors (the offline default)
     GRUN_DATA_DIR=../shared/data python benchmarks/eval_speed.py --data tofu
@@ -57,6 +57,8 @@ def main() -> None:
             per_metric += [(r["question"], r["answer"]) for r in rows]  # truth ratio's correct side
     distinct = sorted(set(per_metric))
     questions = [r["question"] for rows in sets.values() for r in rows]
+    answer_lengths = [len(tok(r["answer"], add_special_tokens=False)["input_ids"])
+                      for rows in sets.values() for r in rows]
     kw = dict(max_length=int(cfg.model.max_length), batch_size=args.batch_size)
 
     def timed(fn):
@@ -67,7 +69,7 @@ def main() -> None:
     t_ours = timed(lambda: answer_avg_loss(model, tok, template, distinct, **kw))
     t_naive = timed(lambda: answer_avg_loss(model, tok, template, per_metric, sort_by_length=False, **kw))
     g_kw = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    g_ours = timed(lambda: greedy_answers(model, tok, template, questions, **g_kw))
+    g_ours = timed(lambda: greedy_answers(model, tok, template, questions, expected_lengths=answer_lengths, **g_kw))
     g_naive = timed(lambda: greedy_answers(model, tok, template, questions, sort_by_length=False, **g_kw))
 
     print(f"TOFU eval on the tiny target ({args.data}: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items())

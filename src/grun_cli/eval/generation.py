@@ -19,11 +19,16 @@ def greedy_answers(
     desc: str = "generation",
     adapter: Any = None,
     sort_by_length: bool = True,
+    expected_lengths: Sequence[int] | None = None,
 ) -> list[str]:
     """Greedy continuation of each question's prompt, decoded without special tokens.
 
     With an ``adapter`` its edit is applied to the prompt's last token in the prefill
-    forward only, as in training; decoding steps run unedited (GRUN's generation)."""
+    forward only, as in training; decoding steps run unedited (GRUN's generation).
+
+    A batch decodes until its longest answer ends, so batching questions whose answers are
+    alike in length saves steps: with ``expected_lengths`` (e.g. the reference answers'
+    lengths in an evaluation) questions are ordered by them, else by prompt length."""
     import torch
     from tqdm.auto import tqdm
 
@@ -32,7 +37,8 @@ def greedy_answers(
     prompts = [template.prompt_ids(tokenizer, q) for q in questions]
     order = list(range(len(prompts)))
     if sort_by_length:
-        order.sort(key=lambda i: len(prompts[i]))
+        keys = expected_lengths if expected_lengths is not None else [len(p) for p in prompts]
+        order.sort(key=lambda i: keys[i])
     out = [""] * len(prompts)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id

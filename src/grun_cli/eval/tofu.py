@@ -73,12 +73,14 @@ class Evaluator:
                                  adapter=self.adapter)
         return dict(zip(ordered, losses, strict=True))
 
-    def _generations(self, questions: set[str]) -> dict[str, str]:
+    def _generations(self, questions: Mapping[str, str]) -> dict[str, str]:
+        """Greedy answers to each question (keys), batched by the reference answers' lengths."""
         ordered = sorted(questions)
+        lengths = [len(self.tokenizer(questions[q], add_special_tokens=False)["input_ids"]) for q in ordered]
         gens = greedy_answers(self.model, self.tokenizer, self.template, ordered,
                               max_new_tokens=int(self.cfg.get("max_new_tokens", 200)),
                               batch_size=int(self.cfg.get("gen_batch_size", 32)), desc="eval: generation",
-                              adapter=self.adapter)
+                              adapter=self.adapter, expected_lengths=lengths)
         return dict(zip(ordered, gens, strict=True))
 
     def run(self, sets: Mapping[str, list[Row]]) -> Logs:
@@ -86,12 +88,12 @@ class Evaluator:
         if "paraphrase" in self.attacks:
             views["paraphrase_forget"] = (sets["forget"], "paraphrased_question")
         pairs: set[tuple[str, str]] = set()
-        questions: set[str] = set()
+        questions: dict[str, str] = {}  # question -> reference answer
         for key, (rows, qkey) in views.items():
             base = key.removeprefix("paraphrase_")
             for r in rows:
                 q = r[qkey]
-                questions.add(q)
+                questions[q] = r["answer"]
                 pairs.add((q, r["answer"]))
                 pairs.add((q, _correct_answer(base, r)))
                 pairs.update((q, w) for w in r["perturbed_answer"])
