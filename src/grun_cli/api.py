@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,16 +91,10 @@ def load_run(run_dir: str | Path, device: str | None = None) -> UnlearnedModel:
 
     from grun_cli.adapters import load_adapter
     from grun_cli.adapters.base import read_adapter_config
+    from grun_cli.train.run_card import read_run_card
 
     run_dir = Path(run_dir)
-    card_path = run_dir / "run_card.json"
-    if not card_path.is_file():
-        why = (run_dir / "FAILED").read_text().strip().splitlines()[0] if (run_dir / "FAILED").is_file() else ""
-        raise GrunError(f"{run_dir} is not a completed `grun unlearn` run (no run_card.json)"
-                        + (f"; it failed: {why}" if why else ""))
-    card = json.loads(card_path.read_text())
-    if card.get("command") != "unlearn":
-        raise GrunError(f"{run_dir} is a `grun {card.get('command')}` run, not `grun unlearn`")
+    card = read_run_card(run_dir, "unlearn")
     adapter_dir = run_dir / "adapter"
     saved = read_adapter_config(adapter_dir)
     base = saved["base_model"]

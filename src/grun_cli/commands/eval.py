@@ -7,7 +7,6 @@ OpenUnlearning's format) and run_card.json (last) into the run directory.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -17,10 +16,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from grun_cli.commands.context import plain_config, run_dir, seed_everything
 from grun_cli.data import make_source
-from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json
 from grun_cli.models.template import PromptTemplate
-from grun_cli.train.run_card import run_card
+from grun_cli.train.run_card import read_run_card, run_card
 from grun_cli.train.tracking import Tracker, start_tracking
 
 log = logging.getLogger("grun.eval")
@@ -66,12 +64,7 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
 
 def _adopt_run(cfg: DictConfig, run: Path) -> dict[str, Any]:
     """Take model/data/target settings from a run directory's card."""
-    card_path = run / "run_card.json"
-    if not card_path.is_file():
-        why = (run / "FAILED").read_text().strip().splitlines()[0] if (run / "FAILED").is_file() else ""
-        raise GrunError(f"run={run} is not a completed grun run (no run_card.json)"
-                        + (f"; it failed: {why}" if why else ""))
-    card = json.loads(card_path.read_text())
+    card = read_run_card(run)
     with open_dict(cfg):
         cfg.data = OmegaConf.create(card["config"]["data"])
         cfg.model = OmegaConf.create(card["config"]["model"])

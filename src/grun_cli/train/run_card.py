@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 
 from grun_cli import __version__
 from grun_cli.config import PACKAGE_DIR
+from grun_cli.errors import GrunError
 
 LIBRARIES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "peft",
              "hydra-core", "omegaconf", "wandb", "lm-eval", "pyvene", "pyreft", "numpy")
@@ -50,3 +52,18 @@ def run_card(command: str, config: Mapping[str, Any], **fields: Any) -> dict[str
         **fields,
         "config": dict(config),
     }
+
+
+def read_run_card(run_dir: Path, command: str | None = None) -> dict[str, Any]:
+    """The card of a completed run; a clear error (with the failure, if any) otherwise."""
+    run_dir = Path(run_dir)
+    path = run_dir / "run_card.json"
+    if not path.is_file():
+        failed = run_dir / "FAILED"
+        why = failed.read_text().strip().splitlines()[0] if failed.is_file() else ""
+        raise GrunError(f"{run_dir} is not a completed grun run (no run_card.json)"
+                        + (f"; it failed: {why}" if why else "; is the path right?"))
+    card = json.loads(path.read_text())
+    if command is not None and card.get("command") != command:
+        raise GrunError(f"{run_dir} is a `grun {card.get('command')}` run, not `grun {command}`")
+    return card
