@@ -162,8 +162,13 @@ def test_loading_onto_another_base_is_refused(tiny, tmp_path: Path) -> None:
 
 
 def test_bad_adapter_options(tiny) -> None:
-    with pytest.raises(GrunError, match=r"adapter.layers=\[7\]: the model has decoder blocks 0..3"):
+    with pytest.raises(GrunError, match=r"adapter.layers=\[7\]: give distinct decoder blocks among 0..3"):
         make_adapter(fresh(tiny), {**GRUN, "layers": [7]})
+    with pytest.raises(GrunError, match=r"adapter.layers=\[2, 2\]: give distinct decoder blocks"):
+        make_adapter(fresh(tiny), {**GRUN, "layers": [2, 2]})
+    with pytest.raises(GrunError, match="adapter.layers=\\['x'\\]"):
+        make_adapter(fresh(tiny), {**GRUN, "layers": ["x"]})
+    assert make_adapter(fresh(tiny), {**GRUN, "layers": 3}).layers == [3]
     with pytest.raises(GrunError, match="adapter.gate=deep"):
         make_adapter(fresh(tiny), {**GRUN, "gate": "deep"})
     with pytest.raises(GrunError, match="unknown adapter 'qlora'"):

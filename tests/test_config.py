@@ -148,3 +148,18 @@ def test_env_paths(composer, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.paths.data_dir == "/data/root" and cfg.paths.cache_dir == "/cache/root"
     monkeypatch.delenv("GRUN_DATA_DIR")
     assert composer().paths.data_dir is None
+
+
+def test_tiny_reference_models_start_from_the_base(unlearn_composer) -> None:
+    """The retain model (and target) are fine-tuned from the freshly built tiny base even when
+    the run names a checkpoint: starting from the target would leak the forget set."""
+    from grun_cli.models.target import finetune_config, recipe_hash
+
+    cfg = unlearn_composer("model.name_or_path=/some/target/checkpoint")
+    ft = finetune_config(cfg, "retain")
+    assert ft.model.name_or_path is None and ft.split == "retain"
+    assert ft.data.subset.retain_authors == 30 and list(ft.extra_splits) == ["real_authors", "world_facts"]
+    # settings that do not change the trained weights do not change the cache key
+    other = finetune_config(unlearn_composer("model.grun_layers=[1]", "model.device=cpu"), "retain")
+    assert recipe_hash(other) == recipe_hash(ft)
+    assert recipe_hash(finetune_config(cfg, "full")) != recipe_hash(ft)

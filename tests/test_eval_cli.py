@@ -121,6 +121,13 @@ def test_reading_logs_and_summarising() -> None:
     out = summarise(logs, ref)
     assert out["forget_quality"] == pytest.approx(0.1) and out["model_utility"] == pytest.approx(0.5)
     assert summarise(logs, None)["forget_quality"] is None
+    # a reference made for other forget questions is refused, not silently compared
+    logs["forget_Q_A_ROUGE"] = {"agg_value": 0.0, "value_by_index": {"0": {"input": "Who is A?"}}}
+    ref["forget_Q_A_ROUGE"] = {"value_by_index": {"0": {"input": "Who is B?"}}}
+    with pytest.raises(GrunError, match="made for another forget set"):
+        summarise(logs, ref)
+    ref["forget_Q_A_ROUGE"] = {"value_by_index": {"0": {"input": "Who is A?"}}}
+    assert summarise(logs, ref)["forget_quality"] == pytest.approx(0.1)
 
 
 def test_bad_log_files(tmp_path: Path) -> None:
@@ -137,6 +144,10 @@ def test_eval_rejects_an_incomplete_run(clean_env: dict[str, str], tmp_path: Pat
     (tmp_path / "failed" / "FAILED").write_text("error: something broke\n")
     r = grun("eval", f"run={tmp_path / 'failed'}", "logger=none", f"hydra.run.dir={tmp_path / 'e'}", env=clean_env)
     assert r.returncode == 2 and "not a completed grun run" in r.stderr and "something broke" in r.stderr
+    (tmp_path / "an-eval").mkdir()
+    (tmp_path / "an-eval" / "run_card.json").write_text(json.dumps({"command": "eval", "config": {}}))
+    r = grun("eval", f"run={tmp_path / 'an-eval'}", "logger=none", f"hydra.run.dir={tmp_path / 'f'}", env=clean_env)
+    assert r.returncode == 2 and "is a `grun eval` run; give a `grun unlearn` or `grun finetune`" in r.stderr
 
 
 def test_unknown_attack_and_truth_ratio_style(clean_env: dict[str, str], tmp_path: Path) -> None:
@@ -157,3 +168,14 @@ def test_wandb_gets_the_generations_table(grun_gd_run, clean_env: dict[str, str]
     assert len(tables) == 1
     table = json.loads(tables[0].read_text())
     assert table["columns"] == ["split", "question", "answer", "generation"] and len(table["data"]) == 8
+
+
+def test_eval_max_rows_must_be_positive() -> None:
+    from grun_cli.data import make_source
+    from grun_cli.eval.tofu import eval_sets
+
+    src = make_source({"name": "synthetic", "num_authors": 30, "forget_split": "forget05",
+                       "subset": {"retain_authors": 3}})
+    assert {k: len(v) for k, v in eval_sets(src, 5).items()} == {"forget": 5, "retain": 5, "ra": 5, "wf": 5}
+    with pytest.raises(GrunError, match="eval.max_rows=0"):
+        eval_sets(src, 0)

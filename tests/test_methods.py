@@ -70,6 +70,8 @@ def test_all_methods_registered() -> None:
     assert available() == ["ga", "gd", "idk", "idkdpo", "npo", "simnpo"]
     with pytest.raises(GrunError, match="unknown method 'nope'"):
         make_method({"name": "nope"})
+    with pytest.raises(GrunError, match="method.beta=0"):
+        make_method({"name": "npo", "beta": 0})
     with pytest.raises(GrunError, match="must be >= 0"):
         make_method({"name": "gd", "retain_weight": -1})
 

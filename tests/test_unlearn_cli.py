@@ -72,7 +72,7 @@ def test_grun_gd_forgets_and_keeps_retain(grun_gd_run) -> None:
 def test_unlearn_bad_input(clean_env: dict[str, str], tmp_path: Path) -> None:
     r = grun("unlearn", *SMALL, QUICK_TARGET, "adapter.layers=[9]", f"hydra.run.dir={tmp_path / 'a'}",
              env=clean_env)
-    assert r.returncode == 2 and "adapter.layers=[9]: the model has decoder blocks 0..3" in r.stderr
+    assert r.returncode == 2 and "adapter.layers=[9]: give distinct decoder blocks among 0..3" in r.stderr
     assert not (tmp_path / "a" / "run_card.json").exists() and (tmp_path / "a" / "FAILED").is_file()
     r = grun("unlearn", *SMALL, QUICK_TARGET, "method=idk", f"method.idk_answers={tmp_path / 'none.txt'}",
              f"hydra.run.dir={tmp_path / 'b'}", env=clean_env)

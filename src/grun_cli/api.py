@@ -85,8 +85,8 @@ def _load_hf(source: str, revision: str | None, dtype: Any = None) -> Any:
         raise GrunError(f"cannot load base model '{source}' of this run: {str(e).splitlines()[0]}") from e
 
 
-def load_run(run_dir: str | Path, device: str | None = None) -> UnlearnedModel:
-    """Load a completed `grun unlearn` run directory."""
+def load_run(run_dir: str | Path, device: str = "auto") -> UnlearnedModel:
+    """Load a completed `grun unlearn` run directory (on the GPU when there is one)."""
     from transformers import AutoTokenizer
 
     from grun_cli.adapters import load_adapter
@@ -102,8 +102,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> UnlearnedModel:
     torch_dtype = None if dtype in (None, "auto") else getattr(__import__("torch"), dtype)
     source = str(adapter_dir) if saved["kind"] == "full" else base["source"]
     model = _load_hf(source, None if saved["kind"] == "full" else base.get("revision"), torch_dtype)
-    if device:
-        model.to(device)
+    from grun_cli.models.loading import resolve_device
+
+    model.to(resolve_device(device))
     adapter = load_adapter(model, adapter_dir)
     model_cfg = card["config"]["model"]
     return UnlearnedModel(

@@ -32,6 +32,9 @@ class FullAdapter(Adapter):
 
         if self.frozen is None:
             raise RuntimeError("FullAdapter.prepare(needs_reference=True) was not called")
+        device = next(self.model.parameters()).device
+        if next(self.frozen.parameters()).device != device:  # the Trainer moved the model
+            self.frozen.to(device)
         with torch.no_grad():
             return self.frozen(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
 

@@ -93,11 +93,13 @@ class GrunAdapter(Adapter):
     def __init__(self, model: Any, cfg: Mapping[str, Any], layers: Sequence[int] | None = None) -> None:
         super().__init__(model, cfg)
         blocks = decoder_layers(model)
-        chosen = list(cfg.get("layers") or layers or default_layers(len(blocks)))
-        bad = [i for i in chosen if not 0 <= int(i) < len(blocks)]
-        if bad or not chosen:
-            raise GrunError(f"adapter.layers={chosen}: the model has decoder blocks 0..{len(blocks) - 1}")
-        self.layers = sorted(int(i) for i in chosen)
+        raw = cfg.get("layers") or layers or default_layers(len(blocks))
+        chosen = [raw] if isinstance(raw, int) else list(raw)
+        if not chosen or any(not isinstance(i, int) or not 0 <= i < len(blocks) for i in chosen) \
+                or len(set(chosen)) != len(chosen):
+            raise GrunError(f"adapter.layers={chosen}: give distinct decoder blocks among "
+                            f"0..{len(blocks) - 1}, e.g. adapter.layers=[{len(blocks) - 1}]")
+        self.layers = sorted(chosen)
         self.cfg["layers"] = self.layers
         self.rank = int(cfg.get("rank", 4))
         self.gate_kind = str(cfg.get("gate", "linear"))

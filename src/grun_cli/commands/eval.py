@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from grun_cli.commands.context import plain_config, run_dir, seed_everything
 from grun_cli.data import make_source
+from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json
 from grun_cli.models.template import PromptTemplate
 from grun_cli.train.run_card import read_run_card, run_card
@@ -65,6 +66,11 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
 def _adopt_run(cfg: DictConfig, run: Path) -> dict[str, Any]:
     """Take model/data/target settings from a run directory's card."""
     card = read_run_card(run)
+    if card.get("command") not in ("unlearn", "finetune"):
+        raise GrunError(f"run={run} is a `grun {card.get('command')}` run; give a `grun unlearn` or "
+                        "`grun finetune` run directory")
+    if card["command"] == "finetune" and not card.get("checkpoint"):
+        raise GrunError(f"run={run} saved no checkpoint (save_model=false); nothing to evaluate")
     with open_dict(cfg):
         cfg.data = OmegaConf.create(card["config"]["data"])
         cfg.model = OmegaConf.create(card["config"]["model"])
@@ -108,8 +114,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "eval", config, status="complete", model=described, forget_quality_reference=ref_source,
             data={"source": source.describe(), "forget_split": source.forget_split},
             metrics=metrics, wall_time_s=round(time.time() - started, 1)))
-    finally:
-        tracker.finish()
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
     from grun_cli.eval.tofu import table
 
     print(table(metrics))

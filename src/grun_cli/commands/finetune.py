@@ -129,8 +129,10 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
             metrics=metrics,
             wall_time_s=metrics["wall_time_s"],
         ))
-    finally:
-        tracker.finish()
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
     return metrics
 
 

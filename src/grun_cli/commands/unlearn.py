@@ -38,6 +38,8 @@ def probe(model: Any, tokenizer: Any, template: PromptTemplate, sets: dict[str, 
 
     out = {}
     for name, rows in sets.items():
+        if not rows:
+            continue
         losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in rows],
                                  max_length=int(cfg.model.max_length), batch_size=int(cfg.probe.batch_size),
                                  desc=f"probe {prefix}{name}", adapter=adapter)
@@ -87,6 +89,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     metrics: dict[str, Any] = probe(loaded.model, tokenizer, template, probe_sets, cfg, prefix="before_")
 
     base_print = base_fingerprint(loaded.model)  # before any adapter touches the model
+    seed_everything(cfg.seed)  # the edit's initialisation must not depend on what ran before
     adapter = make_adapter(loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
     adapter.prepare(method.needs_reference)
     efficiency = adapter.describe()
@@ -105,6 +108,17 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         remove_if_empty(out / "trainer")
         metrics.update(probe(adapter.model, tokenizer, template, probe_sets, cfg, adapter=adapter,
                              prefix="after_"))
+        if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):
+            raise GrunError(f"unlearning produced non-finite answer probabilities; lower train.lr ({metrics})")
+        # Save what was trained before evaluating, so an evaluation failure does not lose it
+        # (the run is complete only once run_card.json exists).
+        base = {"source": loaded.source, "revision": loaded.revision,
+                "fingerprint": base_print, "parameters": adapter.base_parameters}
+        with atomic_dir(out / "adapter") as tmp:
+            adapter.save(tmp, base)
+            tokenizer.save_pretrained(tmp / "tokenizer")
+        atomic_write_text(out / "train_log.jsonl",
+                          "".join(json.dumps(h) + "\n" for h in trainer.state.log_history))
         if cfg.eval.enabled:
             from grun_cli.commands.eval import tofu_evaluation
 
@@ -122,15 +136,6 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         metrics.update(efficiency)
         metrics["train_steps"] = trainer.state.global_step
         metrics["wall_time_s"] = round(time.time() - started, 1)
-        if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):
-            raise GrunError(f"unlearning produced non-finite metrics; lower train.lr ({metrics})")
-        base = {"source": loaded.source, "revision": loaded.revision,
-                "fingerprint": base_print, "parameters": adapter.base_parameters}
-        with atomic_dir(out / "adapter") as tmp:
-            adapter.save(tmp, base)
-            tokenizer.save_pretrained(tmp / "tokenizer")
-        atomic_write_text(out / "train_log.jsonl",
-                          "".join(json.dumps(h) + "\n" for h in trainer.state.log_history))
         tracker.summary(metrics)
         atomic_write_json(out / "metrics.json", metrics)
         atomic_write_json(out / "run_card.json", run_card(
@@ -141,8 +146,10 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
                   "retain_rows": len(retain_rows), "pairing": str(cfg.pairing),
                   "fingerprint": fingerprint(forget_rows + retain_rows), "idk_answers": idk_source},
             metrics=metrics, wall_time_s=metrics["wall_time_s"]))
-    finally:
-        tracker.finish()
+    except BaseException:
+        tracker.finish(exit_code=1)  # a failed run must not look finished in W&B either
+        raise
+    tracker.finish()
     return metrics
 
 

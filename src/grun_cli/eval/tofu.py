@@ -35,6 +35,10 @@ def eval_sets(source: Any, max_rows: int | None = None) -> dict[str, list[Row]]:
     from grun_cli.data.source import spread
 
     sets = {k: source.rows(v.format(forget=source.forget_split)) for k, v in EVAL_SETS.items()}
+    if max_rows is not None and int(max_rows) <= 0:
+        from grun_cli.errors import GrunError
+
+        raise GrunError(f"eval.max_rows={max_rows}: give a positive number, or null for every row")
     if max_rows:
         sets = {k: spread(rows, int(max_rows)) for k, rows in sets.items()}
     return sets
@@ -151,6 +155,22 @@ def forget_ratios(logs: Mapping[str, Any], key: str = "forget_truth_ratio") -> d
             if v and v.get("score") is not None}
 
 
+def check_same_questions(logs: Mapping[str, Any], reference: Mapping[str, Any]) -> None:
+    """Refuse a reference whose forget questions differ from ours at the same indices (e.g.
+    logs of another forget split). Needs the questions, which ROUGE entries carry."""
+    from grun_cli.errors import GrunError
+
+    mine = (logs.get("forget_Q_A_ROUGE") or {}).get("value_by_index") or {}
+    ref = (reference.get("forget_Q_A_ROUGE") or {}).get("value_by_index") or {}
+    for idx, entry in mine.items():
+        other = ref.get(idx)
+        if other and other.get("input") is not None and other.get("input") != entry.get("input"):
+            raise GrunError(
+                f"the retain reference's forget question {idx} is {other['input'][:60]!r}, ours is "
+                f"{entry['input'][:60]!r}: it was made for another forget set; give the retain logs "
+                "for this data.forget_split (retain99/95/90 for forget01/05/10)")
+
+
 def summarise(logs: Logs, reference: Mapping[str, Any] | None) -> dict[str, float | None]:
     """Headline metrics: every agg_value, model_utility and forget_quality (None without a
     reference)."""
@@ -158,6 +178,7 @@ def summarise(logs: Logs, reference: Mapping[str, Any] | None) -> dict[str, floa
     metrics["model_utility"] = tm.model_utility({k: float(metrics[k]) for k in tm.UTILITY_TERMS})
     metrics["forget_quality"] = None
     if reference is not None:
+        check_same_questions(logs, reference)
         mine, ref = forget_ratios(logs), forget_ratios(reference)
         shared = [i for i in mine if i in ref]
         if not ref:

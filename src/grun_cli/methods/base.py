@@ -42,6 +42,8 @@ class Method(ABC):
     default_retain_weight: ClassVar[float] = 1.0
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
+        if "beta" in cfg and not float(cfg["beta"]) > 0:
+            raise GrunError(f"method.beta={cfg['beta']}: the inverse temperature must be > 0")
         self.forget_weight = float(cfg.get("forget_weight", 1.0))
         rw = cfg.get("retain_weight")
         self.retain_weight = float(self.default_retain_weight if rw is None else rw)

@@ -57,6 +57,17 @@ def resolve_source(
     )
 
 
+def resolve_device(name: str) -> str:
+    """``auto`` = the GPU when there is one, else the CPU."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GrunError(f"model.device={name} but no CUDA device is visible; use model.device=cpu or auto")
+    return name
+
+
 def _torch_dtype(name: str) -> Any:
     import torch
 
@@ -92,6 +103,9 @@ def load_model(
             "id, your access (`huggingface-cli login`) and the network; offline, point "
             "model.name_or_path at a local checkpoint folder"
         ) from e
+    device = resolve_device(str(model_cfg.get("device") or "auto"))
+    if device != "cpu":
+        model.to(device)
     if tokenizer.pad_token_id is None:  # Llama/Mistral ship without a pad token
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:

@@ -29,7 +29,7 @@ def finetune_config(cfg: DictConfig, split: str = "full") -> DictConfig:
                  *[str(o) for o in cfg.target.overrides]]
     ft = compose("finetune", overrides=overrides)
     ft.data = cfg.data
-    ft.model = cfg.model
+    ft.model = OmegaConf.merge(cfg.model, {"name_or_path": None, "revision": None})  # from the tiny base
     ft.paths = cfg.paths
     return ft
 
@@ -38,7 +38,8 @@ def recipe_hash(ft: DictConfig) -> str:
     plain = OmegaConf.to_container(ft, resolve=True)
     for key in _NOT_IN_RECIPE:
         plain.pop(key, None)
-    plain["model"].pop("grun_layers", None)  # an unlearning setting, not a fine-tuning one
+    for key in ("grun_layers", "device"):  # settings that do not change the trained weights
+        plain["model"].pop(key, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

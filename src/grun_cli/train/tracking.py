@@ -65,8 +65,7 @@ def start_tracking(
 ) -> Tracker:
     """Start a W&B run per ``logger`` config; on any failure log one warning and go on without."""
     if logger_cfg.get("backend") != "wandb":
-        os.environ["WANDB_DISABLED"] = "true"
-        return Tracker()
+        return Tracker()  # report_to=[]: the HF Trainer starts no W&B run either
     mode = str(logger_cfg.get("mode") or "auto")
     if mode == "disabled":
         return Tracker()
