@@ -59,7 +59,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from grun_cli.adapters.base import base_fingerprint
     from grun_cli.data.idk import load_idk_answers
     from grun_cli.data.unlearn import ForgetRetainDataset, UnlearnCollator
-    from grun_cli.eval.gates import gate_values
+    from grun_cli.eval.gates import gate_report
     from grun_cli.methods import make_method
     from grun_cli.train.trainer import NaNGuard, training_arguments
     from grun_cli.train.unlearn_trainer import UnlearnTrainer
@@ -126,13 +126,8 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                                        source=source, adapter=adapter, tracker=tracker)
             metrics.update(eval_metrics)
             metrics["forget_quality_reference"] = ref_source
-        else:
-            for name, rows in probe_sets.items():
-                gates = gate_values(adapter, tokenizer, template, [r["question"] for r in rows])
-                if gates is not None:
-                    metrics[f"gate_{name}_mean"] = gates.mean().item()
-                    for j, layer in enumerate(adapter.layers):
-                        metrics[f"gate_{name}_layer{layer}"] = gates[:, j].mean().item()
+        else:  # gate diagnostics on the probe rows instead of TOFU's evaluation sets
+            metrics.update(gate_report(adapter, tokenizer, template, {k: v for k, v in probe_sets.items() if v}))
         metrics.update(efficiency)
         metrics["train_steps"] = trainer.state.global_step
         metrics["wall_time_s"] = round(time.time() - started, 1)
