@@ -67,7 +67,7 @@ def loss_of(name: str, **cfg) -> tuple[dict[str, float], FakeModel]:
 
 
 def test_all_methods_registered() -> None:
-    assert available() == ["ga", "gd", "idk", "idkdpo", "npo", "simnpo"]
+    assert available() == ["ga", "gd", "idk", "idkdpo", "npo", "rmu", "simnpo"]
     with pytest.raises(GrunError, match="unknown method 'nope'"):
         make_method({"name": "nope"})
     with pytest.raises(GrunError, match="method.beta=0"):

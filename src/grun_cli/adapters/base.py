@@ -35,6 +35,46 @@ def base_fingerprint(model: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def decoder_layers(model: Any) -> Any:
+    """The decoder blocks of a Llama-style model (or a PEFT wrapper of one)."""
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise GrunError(f"cannot find decoder blocks in {type(model).__name__}; grun supports "
+                        "Llama-style models (model.model.layers)")
+    return layers
+
+
+class _Captured(Exception):
+    """Raised by the capture hook to skip the blocks after the one read."""
+
+
+def capture_block_output(model: Any, layer: int, call: Any) -> Any:
+    """Run ``call()`` (a forward of ``model``) and return the output of decoder block ``layer``
+    as the next block receives it, i.e. after every forward hook on that block (GRUN's edit).
+    The forward stops there: later blocks and the LM head are not computed.
+
+    Hidden states are read by our own hook because transformers' ``output_hidden_states``
+    records a block's output before user hooks run (pre-edit values at edited blocks)."""
+    blocks = decoder_layers(model)
+    if not 0 <= layer < len(blocks):
+        raise GrunError(f"layer {layer} does not exist: the model has decoder blocks 0..{len(blocks) - 1}")
+    box: dict[str, Any] = {}
+
+    def hook(module: Any, args: Any, output: Any) -> None:
+        box["h"] = output[0] if isinstance(output, tuple) else output
+        raise _Captured
+
+    handle = blocks[layer].register_forward_hook(hook)
+    try:
+        call()
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return box["h"]
+
+
 def count_parameters(params: Any) -> int:
     return sum(p.numel() for p in params)
 
@@ -79,11 +119,29 @@ class Adapter(ABC):
         """The starting model: the edit switched off."""
         yield
 
+    def reference_model(self) -> tuple[Any, Any]:
+        """The module computing the starting model's outputs, and the context to call it in."""
+        return self.model, self.disabled()
+
     def reference_logits(self, inputs: Mapping[str, Any]) -> Any:
         import torch
 
-        with torch.no_grad(), self.disabled():
-            return self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        model, context = self.reference_model()
+        with torch.no_grad(), context:
+            return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+
+    def reference_hidden(self, inputs: Mapping[str, Any], layer: int) -> Any:
+        """The starting model's output of decoder block ``layer``, without gradients."""
+        import torch
+
+        model, context = self.reference_model()
+        with torch.no_grad(), context:
+            return capture_block_output(model, layer, lambda: model(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]))
+
+    def edited_layers(self) -> list[int]:
+        """Decoder blocks this adapter edits or updates ([] = not restricted to blocks)."""
+        return []
 
     def aux_loss(self, batch: Mapping[str, Any], forward: Any) -> dict[str, Any]:
         """Extra loss terms of the adapter itself (GRUN's gate BCE); {} for none."""

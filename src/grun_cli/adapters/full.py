@@ -1,15 +1,18 @@
-"""Full fine-tuning: every weight trainable (the paper's "vanilla" baselines).
+"""Full fine-tuning (the paper's "vanilla" baselines): every weight trainable, or only the
+chosen modules of chosen blocks (RMU's recipe: ``layers=[5, 6, 7]``, ``modules=[mlp.down_proj]``).
 
 Its reference model is a frozen copy, made only when the method needs one."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from grun_cli.adapters.base import Adapter
+from grun_cli.adapters.base import Adapter, decoder_layers
+from grun_cli.errors import GrunError
 
 
 class FullAdapter(Adapter):
@@ -17,8 +20,27 @@ class FullAdapter(Adapter):
 
     def __init__(self, model: Any, cfg: Mapping[str, Any]) -> None:
         super().__init__(model, cfg)
-        model.requires_grad_(True)
         self.frozen: Any = None
+        layers, modules = cfg.get("layers"), cfg.get("modules")
+        self.update_layers: list[int] = []
+        if layers is None and not modules:
+            model.requires_grad_(True)
+            return
+        blocks = decoder_layers(model)
+        chosen = list(range(len(blocks))) if layers is None else [layers] if isinstance(layers, int) else list(layers)
+        if any(not isinstance(i, int) or not 0 <= i < len(blocks) for i in chosen) or not chosen:
+            raise GrunError(f"adapter.layers={chosen}: give decoder blocks among 0..{len(blocks) - 1}")
+        model.requires_grad_(False)
+        found = 0
+        for i in chosen:
+            for name, p in blocks[i].named_parameters():
+                if not modules or any(name == m or name.startswith(f"{m}.") for m in modules):
+                    p.requires_grad_(True)
+                    found += 1
+        if not found:
+            raise GrunError(f"adapter.modules={list(modules)} matches no parameter of blocks {chosen}; "
+                            f"names look like {next(iter(dict(blocks[0].named_parameters())))}")
+        self.update_layers = sorted(chosen)
 
     def prepare(self, needs_reference: bool) -> None:
         if needs_reference and self.frozen is None:
@@ -27,16 +49,16 @@ class FullAdapter(Adapter):
     def trainable_parameters(self) -> list[Any]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def reference_logits(self, inputs: Mapping[str, Any]) -> Any:
-        import torch
+    def edited_layers(self) -> list[int]:
+        return self.update_layers
 
+    def reference_model(self) -> tuple[Any, Any]:
         if self.frozen is None:
             raise RuntimeError("FullAdapter.prepare(needs_reference=True) was not called")
         device = next(self.model.parameters()).device
         if next(self.frozen.parameters()).device != device:  # the Trainer moved the model
             self.frozen.to(device)
-        with torch.no_grad():
-            return self.frozen(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        return self.frozen, contextlib.nullcontext()
 
     def save_weights(self, directory: Path) -> None:
         self.model.save_pretrained(str(directory))

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from grun_cli.adapters.base import Adapter
+from grun_cli.adapters.base import Adapter, decoder_layers
 from grun_cli.errors import GrunError
 
 GATES = ("linear", "mlp")
@@ -71,15 +71,6 @@ class GatedLoReFT(nn.Module):
         plain = LowRankRotateLayer(weight.shape[0], weight.shape[1], init_orth=False)
         plain.weight = nn.Parameter(weight.detach().clone().to(self.dtype), requires_grad=False)
         self.loreft.rotate_layer = plain
-
-
-def decoder_layers(model: Any) -> Sequence[nn.Module]:
-    base = model.get_decoder() if hasattr(model, "get_decoder") else model
-    layers = getattr(base, "layers", None)
-    if layers is None:
-        raise GrunError(f"cannot find decoder blocks in {type(model).__name__}; GRUN supports "
-                        "Llama-style models (model.model.layers)")
-    return layers
 
 
 def default_layers(n_layers: int) -> list[int]:
@@ -148,16 +139,22 @@ class GrunAdapter(Adapter):
 
         return hook
 
-    def _after_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+    def _flush(self) -> None:
         if self._pending:
             self.gate_records.append((self._role or "", torch.stack(self._pending)))
             self._pending = []
+
+    def _after_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._flush()
         if self._once:  # generation: edit the prompt's forward only, not the decoding steps
             self._positions = None
 
     # -- Adapter API ---------------------------------------------------------------------
     def trainable_parameters(self) -> list[Any]:
         return [p for p in self.edits.parameters() if p.requires_grad]
+
+    def edited_layers(self) -> list[int]:
+        return self.layers
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         # Weight decay would shrink the rotation's Householder diagonal, which the
@@ -172,8 +169,8 @@ class GrunAdapter(Adapter):
         try:
             yield
         finally:
+            self._flush()  # a forward stopped early (capture_block_output) skips _after_forward
             self._positions, self._role, self._once = saved
-            self._pending = []
 
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:

@@ -1,8 +1,11 @@
-"""`grun eval`: TOFU metrics for an unlearn run (edit applied as trained), a finetune run's
-checkpoint, or any model; forget quality against a retain model's per-sample logs.
+"""`grun eval`: evaluate an unlearn run (edit applied as trained), a finetune run's checkpoint,
+or any model.
 
-Writes metrics.json (OpenUnlearning's metric names), TOFU_EVAL.json (per-sample logs in
-OpenUnlearning's format) and run_card.json (last) into the run directory.
+``eval=tofu`` (data=tofu / synthetic): TOFU metrics, forget quality against a retain model's
+per-sample logs; writes TOFU_EVAL.json (OpenUnlearning's format). ``eval=wmdp`` (data=wmdp):
+lm-eval-harness tasks (WMDP-bio, WMDP-cyber, MMLU) batched with the edit active, and the
+held-out forget / retain text NLL; writes LM_EVAL.json (lm-eval's per-task results).
+Both write metrics.json and run_card.json (last) into the run directory.
 """
 
 from __future__ import annotations
@@ -63,6 +66,57 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
     return metrics, ref_source
 
 
+def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
+                       adapter: Any = None, tracker: Tracker | None = None) -> dict[str, Any]:
+    """lm-eval tasks on the model with its edit; held-out text NLL and gates for text data."""
+    from grun_cli.eval.lm_eval_run import make_lm, run_tasks
+
+    template = PromptTemplate.from_config(cfg.model.template)
+    max_length = int(cfg.model.max_length)
+    metrics: dict[str, Any] = {}
+    if cfg.eval.get("text_nll") and source.kind == "text":
+        from grun_cli.eval.gates import text_gate_report
+        from grun_cli.eval.text_nll import heldout_nll
+
+        metrics.update(heldout_nll(model, tokenizer, template, source, max_length,
+                                   batch_size=int(cfg.eval.nll_batch_size), adapter=adapter))
+        if adapter is not None:
+            metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length))
+    lm = make_lm(model, tokenizer, adapter, batch_size=cfg.eval.batch_size, add_bos=template.add_bos,
+                 max_length=cfg.eval.get("max_length"))
+    task_metrics, results = run_tasks(lm, cfg.eval, cfg.paths.data_dir, seed=int(cfg.seed))
+    metrics.update(task_metrics)
+    atomic_write_json(out / "LM_EVAL.json", results)
+    if tracker is not None:
+        tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    return metrics
+
+
+def run_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
+                   adapter: Any = None, tracker: Tracker | None = None) -> dict[str, Any]:
+    """The evaluation ``eval.kind`` names: tofu or lm_eval."""
+    kind = str(cfg.eval.get("kind", "tofu"))
+    if kind == "tofu":
+        if source.kind != "qa":
+            raise GrunError(f"eval=tofu needs QA data (data=tofu or synthetic), not data={cfg.data.name}; "
+                            "use eval=wmdp")
+        metrics, ref_source = tofu_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source,
+                                              adapter=adapter, tracker=tracker)
+        return {**metrics, "forget_quality_reference": ref_source}
+    if kind == "lm_eval":
+        return harness_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
+                                  tracker=tracker)
+    raise GrunError(f"eval.kind={kind} is not one of tofu, lm_eval")
+
+
+def _eval_follows_data(cfg: DictConfig) -> bool:
+    """True when eval= was not chosen on the command line (it follows data=)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices
+    return choices.get("eval") == choices.get("data")
+
+
 def _adopt_run(cfg: DictConfig, run: Path) -> dict[str, Any]:
     """Take model/data/target settings from a run directory's card."""
     card = read_run_card(run)
@@ -71,7 +125,12 @@ def _adopt_run(cfg: DictConfig, run: Path) -> dict[str, Any]:
                         "`grun finetune` run directory")
     if card["command"] == "finetune" and not card.get("checkpoint"):
         raise GrunError(f"run={run} saved no checkpoint (save_model=false); nothing to evaluate")
+    run_data = card["config"]["data"]["name"]
     with open_dict(cfg):
+        if _eval_follows_data(cfg) and run_data != cfg.data.name:  # the run's data set's evaluation
+            from hydra import compose
+
+            cfg.eval = compose("evaluate", overrides=[f"data={run_data}"]).eval
         cfg.data = OmegaConf.create(card["config"]["data"])
         cfg.model = OmegaConf.create(card["config"]["model"])
         if "target" in card["config"]:
@@ -107,19 +166,35 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     config = plain_config(cfg)
     tracker = start_tracking(cfg.logger, out, config, job_type="eval", name=out.name)
     try:
-        metrics, ref_source = tofu_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source,
-                                              adapter=adapter, tracker=tracker)
+        metrics = run_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
+                                 tracker=tracker)
         atomic_write_json(out / "metrics.json", metrics)
         atomic_write_json(out / "run_card.json", run_card(
-            "eval", config, status="complete", model=described, forget_quality_reference=ref_source,
+            "eval", config, status="complete", model=described, evaluation=str(cfg.eval.get("kind", "tofu")),
             data={"source": source.describe(), "forget_split": source.forget_split},
             metrics=metrics, wall_time_s=round(time.time() - started, 1)))
     except BaseException:
         tracker.finish(exit_code=1)
         raise
     tracker.finish()
+    _report(metrics, out)
+    return metrics
+
+
+def _report(metrics: dict[str, Any], out: Path) -> None:
+    if "lm_eval_seconds" in metrics:
+        from grun_cli.eval.lm_eval_run import table as lm_table
+
+        for name in ("forget", "retain"):
+            if f"{name}_text_nll" in metrics:
+                print(f"  held-out {name} text NLL: {metrics[f'{name}_text_nll']:.4f} "
+                      f"(all tokens {metrics[f'{name}_text_nll_all']:.4f})")
+        print(lm_table(metrics))
+        print(f"  lm-eval: {metrics['lm_eval_questions_per_s']} questions/s at batch size "
+              f"{metrics['lm_eval_batch_size']}; sources: {metrics['lm_eval_task_sources']}")
+        print(f"run directory: {out}  (lm-eval results: {out / 'LM_EVAL.json'})")
+        return
     from grun_cli.eval.tofu import table
 
     print(table(metrics))
     print(f"run directory: {out}  (per-sample logs: {out / 'TOFU_EVAL.json'})")
-    return metrics

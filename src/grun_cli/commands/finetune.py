@@ -67,7 +67,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
     """
     from transformers import Trainer
 
-    from grun_cli.train.trainer import NaNGuard, QACollator, encode_rows, training_arguments
+    from grun_cli.train.trainer import NaNGuard, QACollator, training_arguments
 
     started = time.time()
     config = plain_config(cfg)
@@ -78,7 +78,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
     main_rows = source.rows(split)
     extra_rows = [r for s in cfg.extra_splits for r in source.rows(str(s))]
     rows = main_rows + extra_rows
-    authors = sorted({r["author"] for r in main_rows if r["author"] is not None})
+    authors = sorted({r["author"] for r in main_rows if r.get("author") is not None})
     log.info("data: %s, split %s: %d rows from %d authors, + %d rows from %s",
              source.describe(), split, len(main_rows), len(authors), len(extra_rows),
              list(cfg.extra_splits) or "no extra splits")
@@ -87,7 +87,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
     model, tokenizer = loaded.model, loaded.tokenizer
     template = PromptTemplate.from_config(cfg.model.template)
     max_length = int(cfg.model.max_length)
-    train_ds = encode_rows(tokenizer, template, rows, max_length)
+    train_ds = [source.encode_for_training(tokenizer, template, r, max_length) for r in rows]
 
     tracker = (start_tracking(cfg.logger, out, config, job_type="finetune", name=out.name)
                if track else Tracker())
@@ -107,7 +107,13 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
             "train_steps": trainer.state.global_step,
             "train_examples": len(train_ds),
         }
-        metrics.update(memorisation_check(model, tokenizer, template, main_rows, cfg, max_length))
+        if source.kind == "text":  # corpus likelihood instead of QA memorisation
+            from grun_cli.eval.text_nll import heldout_nll
+
+            metrics.update(heldout_nll(model, tokenizer, template, source, max_length,
+                                       batch_size=int(cfg.check.batch_size)))
+        else:
+            metrics.update(memorisation_check(model, tokenizer, template, main_rows, cfg, max_length))
         metrics["wall_time_s"] = round(time.time() - started, 1)
         if any(isinstance(v, float) and v != v for v in metrics.values()):
             raise GrunError(f"training produced NaN metrics {metrics}; lower train.lr")

@@ -32,9 +32,16 @@ log = logging.getLogger("grun.unlearn")
 
 
 def probe(model: Any, tokenizer: Any, template: PromptTemplate, sets: dict[str, list[dict[str, Any]]],
-          cfg: DictConfig, adapter: Any = None, prefix: str = "") -> dict[str, float]:
-    """Mean answer probability on each probe set (quick check, not the TOFU evaluation)."""
+          cfg: DictConfig, adapter: Any = None, prefix: str = "", source: Any = None) -> dict[str, float]:
+    """Mean answer probability on each probe set (quick check, not the TOFU evaluation); for
+    text corpora, the held-out forget / retain text NLL."""
     from grun_cli.eval.likelihood import answer_avg_loss
+
+    if source is not None and source.kind == "text":
+        from grun_cli.eval.text_nll import heldout_nll
+
+        return heldout_nll(model, tokenizer, template, source, int(cfg.model.max_length),
+                           batch_size=int(cfg.probe.batch_size), adapter=adapter, prefix=prefix)
 
     out = {}
     for name, rows in sets.items():
@@ -59,7 +66,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from grun_cli.adapters.base import base_fingerprint
     from grun_cli.data.idk import load_idk_answers
     from grun_cli.data.unlearn import ForgetRetainDataset, UnlearnCollator
-    from grun_cli.eval.gates import gate_report
+    from grun_cli.eval.gates import gate_report, text_gate_report
     from grun_cli.methods import make_method
     from grun_cli.train.trainer import NaNGuard, training_arguments
     from grun_cli.train.unlearn_trainer import UnlearnTrainer
@@ -79,14 +86,26 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     tokenizer = loaded.tokenizer
     template = PromptTemplate.from_config(cfg.model.template)
     max_length = int(cfg.model.max_length)
+    if method.needs_idk and source.kind == "text":
+        raise GrunError(f"method={method.name} answers forget questions with refusals and needs QA data "
+                        f"(data=tofu or synthetic), not the text corpora of data={cfg.data.name}")
     idk_answers, idk_source = (load_idk_answers(cfg.method.get("idk_answers"), cfg.paths.data_dir)
                                if method.needs_idk else (None, None))
-    dataset = ForgetRetainDataset(forget_rows, retain_rows, tokenizer, template, max_length,
-                                  pairing=str(cfg.pairing), seed=int(cfg.seed), idk_answers=idk_answers)
 
-    probe_sets = {"forget": spread(forget_rows, int(cfg.probe.max_rows)),
-                  "retain": spread(retain_rows, int(cfg.probe.max_rows))}
-    metrics: dict[str, Any] = probe(loaded.model, tokenizer, template, probe_sets, cfg, prefix="before_")
+    def encode(row: dict[str, Any]) -> dict[str, Any]:
+        return source.encode_for_unlearning(tokenizer, template, row, max_length)
+
+    dataset = ForgetRetainDataset(forget_rows, retain_rows, tokenizer, template, max_length,
+                                  pairing=str(cfg.pairing), seed=int(cfg.seed), idk_answers=idk_answers,
+                                  encode=encode)
+
+    if source.kind == "text":  # gates and NLL on the held-out texts
+        probe_sets = {"forget": source.rows("forget_heldout"), "retain": source.rows("retain_heldout")}
+    else:
+        probe_sets = {"forget": spread(forget_rows, int(cfg.probe.max_rows)),
+                      "retain": spread(retain_rows, int(cfg.probe.max_rows))}
+    metrics: dict[str, Any] = probe(loaded.model, tokenizer, template, probe_sets, cfg, prefix="before_",
+                                    source=source)
 
     base_print = base_fingerprint(loaded.model)  # before any adapter touches the model
     seed_everything(cfg.seed)  # the edit's initialisation must not depend on what ran before
@@ -107,9 +126,9 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         trainer.train()
         remove_if_empty(out / "trainer")
         metrics.update(probe(adapter.model, tokenizer, template, probe_sets, cfg, adapter=adapter,
-                             prefix="after_"))
+                             prefix="after_", source=source))
         if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):
-            raise GrunError(f"unlearning produced non-finite answer probabilities; lower train.lr ({metrics})")
+            raise GrunError(f"unlearning produced non-finite likelihoods; lower train.lr ({metrics})")
         # Save what was trained before evaluating, so an evaluation failure does not lose it
         # (the run is complete only once run_card.json exists).
         base = {"source": loaded.source, "revision": loaded.revision,
@@ -120,12 +139,12 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         atomic_write_text(out / "train_log.jsonl",
                           "".join(json.dumps(h) + "\n" for h in trainer.state.log_history))
         if cfg.eval.enabled:
-            from grun_cli.commands.eval import tofu_evaluation
+            from grun_cli.commands.eval import run_evaluation
 
-            eval_metrics, ref_source = tofu_evaluation(cfg, out, model=adapter.model, tokenizer=tokenizer,
-                                                       source=source, adapter=adapter, tracker=tracker)
-            metrics.update(eval_metrics)
-            metrics["forget_quality_reference"] = ref_source
+            metrics.update(run_evaluation(cfg, out, model=adapter.model, tokenizer=tokenizer, source=source,
+                                          adapter=adapter, tracker=tracker))
+        elif source.kind == "text":
+            metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length))
         else:  # gate diagnostics on the probe rows instead of TOFU's evaluation sets
             metrics.update(gate_report(adapter, tokenizer, template, {k: v for k, v in probe_sets.items() if v}))
         metrics.update(efficiency)
@@ -151,8 +170,9 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
 def _report(metrics: dict[str, Any], out: Path) -> None:
     rows = [("", "before", "after")]
     for name in ("forget", "retain"):
-        rows.append((f"{name} answer prob", f"{metrics.get(f'before_{name}_answer_prob', float('nan')):.4f}",
-                     f"{metrics.get(f'after_{name}_answer_prob', float('nan')):.4f}"))
+        for label, key in ((f"{name} answer prob", f"{name}_answer_prob"), (f"{name} text NLL", f"{name}_text_nll")):
+            if f"before_{key}" in metrics:
+                rows.append((label, f"{metrics[f'before_{key}']:.4f}", f"{metrics.get(f'after_{key}', float('nan')):.4f}"))
     print("\n".join(f"  {a:<20} {b:>8} {c:>8}" for a, b, c in rows))
     if "gate_forget_mean" in metrics:
         print(f"  gate mean: forget {metrics['gate_forget_mean']:.3f}, retain {metrics['gate_retain_mean']:.3f}")
@@ -162,5 +182,9 @@ def _report(metrics: dict[str, Any], out: Path) -> None:
         from grun_cli.eval.tofu import HEADLINE, table
 
         print(table({k: metrics[k] for k in HEADLINE if k in metrics}))
+    if "lm_eval_seconds" in metrics:
+        from grun_cli.eval.lm_eval_run import table as lm_table
+
+        print(lm_table(metrics))
     print(f"run directory: {out}")
     print(f"adapter:       {out / 'adapter'}")

@@ -33,6 +33,7 @@ class QASource(ABC):
     """Common logic of TOFU and the synthetic authors; subclasses only fetch raw splits."""
 
     name: str
+    kind = "qa"
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         self.forget_split: str = cfg["forget_split"]
@@ -142,6 +143,12 @@ class QASource(ABC):
                 )
         return rows
 
+    def encode_for_training(self, tokenizer: Any, template: Any, row: Row, max_length: int) -> dict[str, Any]:
+        """Prompt + answer, loss on the answer (the same for fine-tuning and unlearning)."""
+        return template.encode(tokenizer, row["question"], row["answer"], max_length)
+
+    encode_for_unlearning = encode_for_training
+
     def tokenizer_corpus(self) -> list[str]:
         """Every text of the data set (all splits, all answer variants), subset-independent,
         so target and retain models built on it share one tokenizer."""
@@ -176,16 +183,21 @@ def spread(rows: list[Row], n: int) -> list[Row]:
 
 
 def fingerprint(rows: list[Row]) -> str:
-    """A short hash of the QA content, recorded in run cards."""
+    """A short hash of the rows' content (QA pairs or texts), recorded in run cards."""
     h = hashlib.sha256()
     for r in rows:
-        h.update(json.dumps([r["question"], r["answer"]], ensure_ascii=False).encode())
+        content = [r["text"]] if "text" in r else [r["question"], r["answer"]]
+        h.update(json.dumps(content, ensure_ascii=False).encode())
     return h.hexdigest()[:16]
 
 
-def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> QASource:
-    """Build the data source named by ``data.name``."""
+def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> Any:
+    """Build the data source named by ``data.name`` (QA: tofu, synthetic; text: wmdp)."""
     name = cfg.get("name")
+    if name == "wmdp" or cfg.get("kind") == "text":
+        from grun_cli.data.text import TextSource
+
+        return TextSource(cfg, data_root=data_root)
     if name == "tofu":
         from grun_cli.data.tofu import TofuSource
 
@@ -194,7 +206,7 @@ def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> QASourc
         from grun_cli.data.synthetic import SyntheticSource
 
         return SyntheticSource(cfg)
-    raise GrunError(f"unknown data set '{name}'; use data=tofu or data=synthetic")
+    raise GrunError(f"unknown data set '{name}'; use data=tofu, data=synthetic or data=wmdp")
 
 
 __all__ = ["ALL_SPLITS", "QASource", "Row", "fingerprint", "make_source", "spread"]

@@ -10,7 +10,7 @@ which uses only |forget| retain rows).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from grun_cli.errors import GrunError
@@ -33,7 +33,10 @@ class ForgetRetainDataset:
         pairing: str = "random",
         seed: int = 0,
         idk_answers: Sequence[str] | None = None,
+        encode: Callable[[Mapping[str, Any]], Feature] | None = None,
     ) -> None:
+        """``encode`` turns a row into a feature (default: the QA template); text sources
+        pass theirs (the edit before the text's cut)."""
         if pairing not in PAIRINGS:
             raise GrunError(f"pairing={pairing} is not one of {', '.join(PAIRINGS)}")
         if not forget or not retain:
@@ -41,8 +44,11 @@ class ForgetRetainDataset:
                             f"{len(retain)} retain); check data.forget_split and data.subset")
         self.tokenizer, self.template, self.max_length = tokenizer, template, max_length
         self.forget_rows = list(forget)
-        self.forget = [template.encode(tokenizer, r["question"], r["answer"], max_length) for r in forget]
-        self.retain = [template.encode(tokenizer, r["question"], r["answer"], max_length) for r in retain]
+        if encode is None:
+            def encode(r: Mapping[str, Any]) -> Feature:
+                return template.encode(tokenizer, r["question"], r["answer"], max_length)
+        self.forget = [encode(r) for r in forget]
+        self.retain = [encode(r) for r in retain]
         self.pairing, self.seed = pairing, seed
         self.idk_answers = list(idk_answers) if idk_answers else None
         self._rng = random.Random(seed)
@@ -78,5 +84,7 @@ class UnlearnCollator:
             feats = [it[key] for it in items]
             batch = pad_batch(feats, self.pad_id)
             batch["positions"] = torch.tensor([f["prompt_len"] - 1 for f in feats])
+            if "corpus_id" in feats[0]:  # text corpora: which forget corpus each row is from
+                batch["corpus_id"] = torch.tensor([f["corpus_id"] for f in feats])
             out[key] = batch
         return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from grun_cli.models.template import PromptTemplate
@@ -12,11 +12,16 @@ def gate_values(adapter: Any, tokenizer: Any, template: PromptTemplate, question
                 *, batch_size: int = 64) -> Any:
     """Tensor (n_questions, n_layers) of sigmoid gate values at the last prompt token,
     or None when the adapter has no gate."""
+    return gate_values_for_ids(adapter, [template.prompt_ids(tokenizer, q) for q in questions],
+                               tokenizer.pad_token_id, batch_size=batch_size)
+
+
+def gate_values_for_ids(adapter: Any, prompts: Sequence[list[int]], pad_id: int, *, batch_size: int = 64) -> Any:
+    """Gate values (n_prompts, n_layers) at the last token of each tokenized prompt."""
     import torch
 
-    if getattr(adapter, "kind", None) != "grun" or not questions:
+    if getattr(adapter, "kind", None) != "grun" or not prompts:
         return None
-    prompts = [template.prompt_ids(tokenizer, q) for q in questions]
     model = adapter.model
     device = next(model.parameters()).device
     out = []
@@ -28,7 +33,7 @@ def gate_values(adapter: Any, tokenizer: Any, template: PromptTemplate, question
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start:start + batch_size]
                 width = max(len(p) for p in chunk)
-                ids = torch.tensor([p + [tokenizer.pad_token_id] * (width - len(p)) for p in chunk])
+                ids = torch.tensor([p + [pad_id] * (width - len(p)) for p in chunk])
                 mask = (torch.arange(width)[None, :] < torch.tensor([len(p) for p in chunk])[:, None]).long()
                 with adapter.editing([len(p) - 1 for p in chunk], role="diagnostics"):
                     model(input_ids=ids.to(device), attention_mask=mask.to(device))
@@ -41,12 +46,19 @@ def gate_values(adapter: Any, tokenizer: Any, template: PromptTemplate, question
 
 
 def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
-                sets: dict[str, Sequence[dict[str, Any]]]) -> dict[str, float]:
+                sets: dict[str, Sequence[dict[str, Any]]],
+                prompt_ids: Callable[[dict[str, Any]], list[int]] | None = None) -> dict[str, float]:
     """Mean gate per layer on each set's prompts, and the ROC AUC of the gate (mean over
-    layers, and per layer) separating forget prompts from all the others. {} without a gate."""
+    layers, and per layer) separating forget prompts from all the others. {} without a gate.
+
+    ``prompt_ids`` maps a row to its tokenized prompt (default: the question in the template;
+    text corpora pass the text up to its cut)."""
     from grun_cli.eval.tofu_metrics import roc_auc
 
-    values = {k: gate_values(adapter, tokenizer, template, [r["question"] for r in rows])
+    if prompt_ids is None:
+        def prompt_ids(row: dict[str, Any]) -> list[int]:
+            return template.prompt_ids(tokenizer, row["question"])
+    values = {k: gate_values_for_ids(adapter, [prompt_ids(r) for r in rows], tokenizer.pad_token_id)
               for k, rows in sets.items()}
     if any(v is None for v in values.values()):
         return {}
@@ -63,3 +75,15 @@ def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
         for j, layer in enumerate(adapter.layers):
             out[f"gate_auc_layer{layer}"] = roc_auc(values["forget"][:, j].tolist(), rest[:, j].tolist())
     return out
+
+
+def text_gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate, source: Any,
+                     max_length: int) -> dict[str, float]:
+    """gate_report on a text source's held-out forget / retain texts, each read up to its cut
+    (where the edit sits)."""
+    def prompt_ids(row: dict[str, Any]) -> list[int]:
+        feat = source.encode_for_unlearning(tokenizer, template, row, max_length)
+        return feat["input_ids"][: feat["prompt_len"]]
+
+    sets = {"forget": source.rows("forget_heldout"), "retain": source.rows("retain_heldout")}
+    return gate_report(adapter, tokenizer, template, sets, prompt_ids=prompt_ids)

@@ -47,14 +47,31 @@ def answer_avg_loss(
     """Mean token cross-entropy of each answer (+eos) given its question, in input order.
 
     With an ``adapter`` its edit is applied as in training (GRUN: at the last prompt token)."""
+    feats = [template.encode(tokenizer, q, a, max_length) for q, a in pairs]
+    totals, counts = features_nll(model, feats, tokenizer.pad_token_id, batch_size=batch_size, desc=desc,
+                                  adapter=adapter, sort_by_length=sort_by_length)
+    return [t / max(1, c) for t, c in zip(totals, counts, strict=True)]
+
+
+def features_nll(
+    model: Any,
+    feats: Sequence[dict[str, Any]],
+    pad_id: int,
+    *,
+    batch_size: int = 32,
+    desc: str = "likelihood",
+    adapter: Any = None,
+    sort_by_length: bool = True,
+) -> tuple[list[float], list[int]]:
+    """Summed cross-entropy over each encoded feature's labels and its label count, in input
+    order; the adapter's edit at ``prompt_len - 1`` (the last prompt token, or a text's cut)."""
     import torch
     from tqdm.auto import tqdm
 
-    feats = [template.encode(tokenizer, q, a, max_length) for q, a in pairs]
     order = list(range(len(feats)))
     if sort_by_length:  # similar lengths per batch: little padding
         order.sort(key=lambda i: len(feats[i]["input_ids"]))
-    out = [math.nan] * len(feats)
+    totals, counts = [math.nan] * len(feats), [0] * len(feats)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -62,7 +79,7 @@ def answer_avg_loss(
         with torch.no_grad():
             for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
                 idx = order[start : start + batch_size]
-                batch = pad_batch([feats[i] for i in idx], tokenizer.pad_token_id)
+                batch = pad_batch([feats[i] for i in idx], pad_id)
                 positions = [feats[i]["prompt_len"] - 1 for i in idx]
                 with edit_context(adapter, positions):
                     logits = model(
@@ -71,7 +88,7 @@ def answer_avg_loss(
                     ).logits
                 total, count = sequence_nll(logits, batch["labels"].to(device))
                 for j, i in enumerate(idx):
-                    out[i] = (total[j] / count[j]).item()
+                    totals[i], counts[i] = total[j].item(), int(count[j])
     finally:
         model.train(was_training)
-    return out
+    return totals, counts

@@ -1,10 +1,12 @@
 """The Method seam: a method is a loss over forget/retain batches, unaware of the adapter.
 
 A batch is ``{"forget": inputs, "retain": inputs[, "idk": inputs]}``; each ``inputs`` holds
-input_ids, attention_mask, labels (prompt masked) and positions (last prompt token per row).
+input_ids, attention_mask, labels (prompt masked) and positions (last prompt token per row;
+for plain text the token before the cut).
 Methods read model outputs only through :class:`ModelAccess`, which the trainer implements
-on top of the adapter: ``forward`` runs the model being unlearned (edit on, gradients on),
-``reference`` the starting model (edit off / frozen copy, no gradients).
+on top of the adapter: ``forward`` / ``hidden`` run the model being unlearned (edit on,
+gradients on), ``reference`` / ``reference_hidden`` the starting model (edit off / frozen
+copy, no gradients).
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ class ModelAccess(Protocol):
 
     def reference(self, inputs: Inputs) -> Any:
         """Logits of the starting model, without gradients."""
+
+    def hidden(self, inputs: Inputs, role: str, layer: int | None) -> Any:
+        """Output of decoder block ``layer`` of the model being unlearned (after its edit),
+        with gradients. ``layer=None``: the last block the adapter edits or updates."""
+
+    def reference_hidden(self, inputs: Inputs, layer: int | None) -> Any:
+        """The same block's output in the starting model, without gradients."""
 
 
 class Method(ABC):

@@ -32,3 +32,25 @@ def simnpo_loss(avg_nll: Any, beta: float, delta: float) -> Any:
     import torch.nn.functional as F
 
     return -(2.0 / beta) * F.logsigmoid(beta * (avg_nll - delta)).mean()
+
+
+def masked_mse(hidden: Any, target: Any, mask: Any) -> Any:
+    """Mean squared error over the hidden dimensions of the positions where ``mask`` is true
+    (torch's MSELoss restricted to those positions). hidden: (B, T, d); target broadcasts to it."""
+    diff = (hidden.float() - target.float()).pow(2).mean(-1)  # (B, T)
+    mask = mask.to(diff.dtype)
+    return (diff * mask).sum() / mask.sum().clamp(min=1)
+
+
+def control_vectors(n: int, hidden_size: int, coeff: float, seed: int) -> Any:
+    """RMU's control vectors: u ~ U[0, 1)^d normalised to unit length, times ``coeff``.
+
+    Vector k is drawn from its own generator seeded with ``seed + k``: the same seed gives
+    the same vectors on every machine, whatever else used the global RNG."""
+    import torch
+
+    out = []
+    for k in range(n):
+        u = torch.rand(hidden_size, generator=torch.Generator().manual_seed(int(seed) + k))
+        out.append(u / u.norm() * coeff)
+    return torch.stack(out)

@@ -11,7 +11,6 @@ from transformers import TrainerCallback
 
 from grun_cli.errors import GrunError
 from grun_cli.eval.likelihood import pad_batch
-from grun_cli.models.template import PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +40,6 @@ class QACollator:
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         batch = pad_batch([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features], self.pad_id)
         return batch
-
-
-def encode_rows(tokenizer: Any, template: PromptTemplate, rows: Sequence[Mapping[str, Any]], max_length: int) -> list[dict[str, Any]]:
-    return [template.encode(tokenizer, r["question"], r["answer"], max_length) for r in rows]
 
 
 def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to: list[str], seed: int) -> Any:

@@ -10,6 +10,8 @@ import torch
 from transformers import Trainer
 
 from grun_cli.adapters import Adapter
+from grun_cli.adapters.base import capture_block_output
+from grun_cli.errors import GrunError
 from grun_cli.methods import Method
 
 
@@ -26,6 +28,27 @@ class AdapterAccess:
 
     def reference(self, inputs: Mapping[str, Any]) -> Any:
         return self.adapter.reference_logits(inputs)
+
+    def _layer(self, layer: int | None) -> int:
+        if layer is not None:
+            return int(layer)
+        edited = self.adapter.edited_layers()
+        if not edited:
+            raise GrunError(f"method.layer=null means the last block the adapter edits, but adapter="
+                            f"{self.adapter.kind} is not restricted to blocks; set method.layer=<block>")
+        return edited[-1]
+
+    def hidden(self, inputs: Mapping[str, Any], role: str, layer: int | None) -> Any:
+        model = self.adapter.model
+
+        def call() -> None:
+            with self.adapter.editing(inputs["positions"], role=role):
+                model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+
+        return capture_block_output(model, self._layer(layer), call)
+
+    def reference_hidden(self, inputs: Mapping[str, Any], layer: int | None) -> Any:
+        return self.adapter.reference_hidden(inputs, self._layer(layer))
 
 
 class UnlearnTrainer(Trainer):
