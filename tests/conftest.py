@@ -72,3 +72,33 @@ def grun_gd_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tu
              "train.epochs=60", "train.lr=1e-2", f"hydra.run.dir={out}", env=env)
     assert r.returncode == 0, r.stderr[-4000:]
     return out, r
+
+
+def write_text_corpora(folder: Path, n: int = 30) -> Path:
+    """Small forget (bio, cyber) and retain corpora in data=wmdp's file layout."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    topics = {"merge_forget_data_sum_gpt.jsonl": "virus", "cyber_forget_data_sum_gpt.jsonl": "exploit",
+              "merge_retain_data_sum_gpt.jsonl": "river"}
+    for name, topic in topics.items():
+        with open(folder / name, "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"text": f"text {i} about the {topic} number {i * 7 % 13} and more words "
+                                            f"on {topic}s in general"}) + "\n")
+    return folder
+
+
+def write_mcq(path: Path, n: int = 8) -> Path:
+    """A multiple-choice file in the WMDP / MMLU local format."""
+    import json
+
+    path.write_text("".join(json.dumps({"question": f"Which {i}?", "choices": ["one", "two", "three", "four"],
+                                        "answer": i % 4}) + "\n" for i in range(n)))
+    return path
+
+
+def mcq_overrides(folder: Path) -> list[str]:
+    f = write_mcq(folder / "mcq.jsonl")
+    return [f"eval.files.wmdp_bio={f}", f"eval.files.wmdp_cyber={f}", f"eval.files.mmlu={f}",
+            "eval.batch_size=4"]

@@ -160,6 +160,29 @@ def test_tiny_reference_models_start_from_the_base(unlearn_composer) -> None:
     assert ft.model.name_or_path is None and ft.split == "retain"
     assert ft.data.subset.retain_authors == 30 and list(ft.extra_splits) == ["real_authors", "world_facts"]
     # settings that do not change the trained weights do not change the cache key
-    other = finetune_config(unlearn_composer("model.grun_layers=[1]", "model.device=cpu"), "retain")
+    other = finetune_config(unlearn_composer("model.grun_layers=[1]", "model.device=cpu", "model.rmu.layer=0"), "retain")
     assert recipe_hash(other) == recipe_hash(ft)
     assert recipe_hash(finetune_config(cfg, "full")) != recipe_hash(ft)
+
+
+def test_wmdp_data_brings_its_evaluation_and_recipes(unlearn_composer, composer) -> None:
+    cfg = unlearn_composer("data=wmdp", "method=rmu", "adapter=full")
+    assert cfg.eval.kind == "lm_eval" and list(cfg.eval.tasks) == ["wmdp_bio", "wmdp_cyber", "mmlu"]
+    assert unlearn_composer().eval.kind == "tofu"  # QA data: TOFU's evaluation
+    assert unlearn_composer("data=wmdp", "eval=tofu").eval.kind == "tofu"  # an explicit choice wins
+    # RMU on the full adapter: the WMDP authors' recipe, scaled by model.rmu
+    assert list(cfg.adapter.modules) == ["mlp.down_proj"] and list(cfg.adapter.layers) == [0, 1]
+    assert cfg.method.positions == "all" and cfg.method.control == "per_corpus"
+    assert cfg.train.max_steps == 80 and cfg.train.batch_size == 4 and cfg.train.scheduler == "constant"
+    llama = unlearn_composer("data=wmdp", "method=rmu", "adapter=full", "model=llama3.1")
+    assert (llama.method.layer, list(llama.adapter.layers)) == (15, [13, 14, 15])
+    assert llama.method.retain_weight == 350.0 and llama.train.lr == 5.0e-5 and llama.train.max_steps == 150
+    # RMU on GRUN: the paper's gated RMU
+    g = unlearn_composer("data=wmdp", "method=rmu", "adapter=grun", "model=llama3.1")
+    assert g.adapter.gate == "mlp" and g.adapter.gate_weight == 100.0 and g.method.steering_coeff == 300.0
+    assert g.method.layer is None and g.method.positions == "labels" and g.train.epochs == 4
+    assert g.train.lr == 4.0e-3 and g.train.batch_size == 16 and list(g.adapter.layers) == [20, 25, 31]
+    assert list(unlearn_composer("data=wmdp", "method=rmu").adapter.layers) == [1, 3]  # tiny WMDP recipe
+    # the tiny WMDP target learns only the corpora
+    ft = composer("data=wmdp")
+    assert list(ft.extra_splits) == [] and ft.train.epochs == 6

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
 from grun_cli.data import make_source
 from grun_cli.data.text import encode_text
 from grun_cli.errors import GrunError
 from grun_cli.logprobs import IGNORE_INDEX
 from grun_cli.models.template import PromptTemplate
+
+from conftest import SHARED_DATA
 
 
 class WordTokenizer:

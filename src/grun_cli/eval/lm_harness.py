@@ -40,6 +40,9 @@ class GrunLM(HFLM):
     def __init__(self, run: str | None = None, pretrained: Any = None, adapter: Any = None,
                  tokenizer: Any = None, add_bos: bool | None = None, device: str | None = None,
                  **kwargs: Any) -> None:
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            log.warning("device %s asked for (lm-eval's default) but no GPU is visible: using the CPU", device)
+            device = "cpu"
         if run:
             from grun_cli.api import load_run
 

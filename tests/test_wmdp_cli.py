@@ -1,0 +1,112 @@
+"""End to end on the tiny model: `grun eval eval=wmdp` (a base model and a GRUN run, offline,
+batched), `grun unlearn data=wmdp method=rmu` with adapter=grun and adapter=full, and the plain
+`lm-eval` command with --model grun."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import GOOD_TARGET, SMALL_DATA, grun, mcq_overrides, write_mcq, write_text_corpora
+
+pytestmark = pytest.mark.slow
+TASKS = ("wmdp_bio", "wmdp_cyber", "mmlu")
+
+
+def check_lm_eval_metrics(metrics: dict) -> None:
+    for task in TASKS:
+        assert 0.0 <= metrics[f"{task}_acc"] <= 1.0
+        assert metrics[f"{task}_n"] == 8
+        assert metrics[f"{task}_acc_stderr"] > 0
+    assert metrics["lm_eval_batch_size"] == 4
+    assert metrics["lm_eval_questions_per_s"] > 0
+
+
+def test_eval_wmdp_base_model(tmp_path: Path, clean_env) -> None:
+    out = tmp_path / "run"
+    r = grun("eval", "eval=wmdp", *SMALL_DATA, GOOD_TARGET, *mcq_overrides(tmp_path),
+             f"hydra.run.dir={out}", env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    check_lm_eval_metrics(metrics)
+    assert "forget_text_nll" not in metrics  # QA data: no text corpora to score
+    assert json.loads((out / "run_card.json").read_text())["evaluation"] == "lm_eval"
+    assert "wmdp_bio_local" in json.loads((out / "LM_EVAL.json").read_text())["results"]
+    assert "wmdp_bio" in r.stdout and "questions/s" in r.stdout
+
+
+def test_eval_wmdp_of_a_grun_run(grun_gd_run, tmp_path: Path, clean_env) -> None:
+    run, _ = grun_gd_run
+    out = tmp_path / "eval"
+    r = grun("eval", f"run={run}", "eval=wmdp", "logger=none", *mcq_overrides(tmp_path), f"hydra.run.dir={out}",
+             env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    check_lm_eval_metrics(metrics)
+    assert json.loads((out / "run_card.json").read_text())["model"]["adapter"] == "grun"
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_text_corpora(tmp_path_factory.mktemp("corpora"))
+
+
+def wmdp_args(corpora: Path, tmp_path: Path) -> list[str]:
+    return ["data=wmdp", f"data.local_dir={corpora}", "data.heldout=5", "logger=none", "eval.limit=8",
+            'target.overrides=["train.max_steps=40"]', *mcq_overrides(tmp_path)]
+
+
+@pytest.mark.parametrize("adapter", ["grun", "full"])
+def test_unlearn_wmdp_rmu(adapter: str, corpora: Path, tmp_path: Path, clean_env) -> None:
+    out = tmp_path / "run"
+    r = grun("unlearn", "method=rmu", f"adapter={adapter}", *wmdp_args(corpora, tmp_path), "train.max_steps=8",
+             f"hydra.run.dir={out}", env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("forget", "retain"):
+        for when in ("before", "after"):
+            assert metrics[f"{when}_{name}_text_nll"] > 0
+        assert metrics[f"{name}_text_nll"] == pytest.approx(metrics[f"after_{name}_text_nll"], rel=1e-4)
+    assert metrics["after_forget_text_nll"] != metrics["before_forget_text_nll"]
+    check_lm_eval_metrics(metrics)
+    card = json.loads((out / "run_card.json").read_text())
+    assert card["method"] == "rmu" and card["status"] == "complete"
+    if adapter == "grun":
+        assert card["config"]["adapter"]["gate"] == "mlp" and card["config"]["adapter"]["gate_weight"] == 100.0
+        assert card["config"]["method"]["positions"] == "labels"
+        assert 0.0 <= metrics["gate_forget_mean"] <= 1.0 and "gate_auc" in metrics
+    else:  # the WMDP recipe: only the MLP down-projections of blocks 0 and 1 (tiny) train
+        assert metrics["trainable_parameters"] == 2 * 128 * 352
+        assert card["config"]["method"]["positions"] == "all"
+        assert card["config"]["train"]["batch_size"] == 4
+
+
+def test_unlearn_wmdp_npo_and_idk_refused(corpora: Path, tmp_path: Path, clean_env) -> None:
+    out = tmp_path / "npo"
+    r = grun("unlearn", "method=npo", *wmdp_args(corpora, tmp_path), "train.max_steps=3", "eval.enabled=false",
+             f"hydra.run.dir={out}", env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["after_forget_text_nll"] > 0 and "gate_forget_mean" in metrics
+    r = grun("unlearn", "method=idk", *wmdp_args(corpora, tmp_path), f"hydra.run.dir={tmp_path / 'idk'}",
+             env=clean_env)
+    assert r.returncode == 2 and "needs QA data" in r.stderr
+    assert not (tmp_path / "idk" / "run_card.json").exists()
+
+
+def test_plain_lm_eval_command_knows_grun(grun_gd_run, tmp_path: Path, clean_env) -> None:
+    from grun_cli.eval.lm_eval_run import TASK_DIR
+
+    run, _ = grun_gd_run
+    data = write_mcq(tmp_path / "mcq.jsonl")
+    exe = Path(sys.executable).with_name("lm-eval")
+    r = subprocess.run([str(exe), "run", "--model", "grun", "--model_args", f"run={run}", "--tasks", "wmdp_bio_local",
+                        "--include_path", str(TASK_DIR), "--metadata", json.dumps({"data_file": str(data)}),
+                        "--batch_size", "4", "--output_path", str(tmp_path / "out")],
+                       env=clean_env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "wmdp_bio_local" in r.stdout and "acc" in r.stdout
