@@ -35,6 +35,21 @@ def tofu_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny base model (random weights) on a small synthetic corpus. Do not modify it in
+    place: deep-copy ``tiny.model`` first."""
+    from omegaconf import OmegaConf
+
+    from grun_cli.config import config_dir
+    from grun_cli.data.synthetic import generate
+    from grun_cli.models.loading import load_model
+
+    corpus = [t for r in generate(num_authors=30)["full"] for t in (r["question"], r["answer"])]
+    cfg = OmegaConf.load(config_dir() / "model" / "tiny.yaml")
+    return load_model(cfg, lambda: corpus, str(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model cache for the whole session, so the tiny model is built once per data set."""
     return tmp_path_factory.mktemp("grun-cache")
@@ -89,12 +104,13 @@ def write_text_corpora(folder: Path, n: int = 30) -> Path:
     return folder
 
 
-def write_mcq(path: Path, n: int = 8) -> Path:
-    """A multiple-choice file in the WMDP / MMLU local format."""
+def write_mcq(path: Path, n: int = 8, rows: list[dict] | None = None) -> Path:
+    """A multiple-choice file in the WMDP / MMLU local format (``rows`` or n generated ones)."""
     import json
 
-    path.write_text("".join(json.dumps({"question": f"Which {i}?", "choices": ["one", "two", "three", "four"],
-                                        "answer": i % 4}) + "\n" for i in range(n)))
+    rows = rows or [{"question": f"Which {i}?", "choices": ["one", "two", "three", "four"], "answer": i % 4}
+                    for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 

@@ -9,27 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from grun_cli.adapters import load_adapter, make_adapter
 from grun_cli.adapters.base import base_fingerprint
-from grun_cli.config import config_dir
-from grun_cli.data.synthetic import generate
 from grun_cli.errors import GrunError
-from grun_cli.models.loading import load_model
 
 GRUN = {"kind": "grun", "layers": [1, 2], "rank": 4, "gate": "linear", "gate_weight": 10.0}
 LORA = {"kind": "lora", "rank": 4, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 FULL = {"kind": "full"}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
-    corpus = [t for r in generate(num_authors=30)["full"] for t in (r["question"], r["answer"])]
-    cache = tmp_path_factory.mktemp("tiny")
-    cfg = OmegaConf.load(config_dir() / "model" / "tiny.yaml")
-    loaded = load_model(cfg, lambda: corpus, str(cache))
-    return loaded
 
 
 def fresh(tiny, seed: int | None = None):

@@ -5,33 +5,30 @@ and the offline task configs reading local files."""
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from grun_cli.adapters import make_adapter
-from grun_cli.config import config_dir
-from grun_cli.data.synthetic import generate
 from grun_cli.errors import GrunError
 from grun_cli.eval.lm_eval_run import local_task_config, make_lm, resolve_tasks, run_tasks
-from grun_cli.models.loading import load_model
+
+from conftest import write_mcq
 
 DESCRIPTION = "The following are multiple choice questions (with answers) about biology.\n\n"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
-    corpus = [t for r in generate(num_authors=30)["full"] for t in (r["question"], r["answer"])]
-    cfg = OmegaConf.load(config_dir() / "model" / "tiny.yaml")
-    loaded = load_model(cfg, lambda: corpus, str(tmp_path_factory.mktemp("tiny")))
+def sharp(tiny):
+    """The tiny model with larger random weights: sharp, varied predictions."""
+    model = copy.deepcopy(tiny.model)
     torch.manual_seed(0)
-    with torch.no_grad():  # a random model with sharp, varied predictions
-        for p in loaded.model.parameters():
+    with torch.no_grad():
+        for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
-    return loaded
+    return SimpleNamespace(model=model, tokenizer=tiny.tokenizer)
 
 
 def grun_adapter(model):
@@ -54,9 +51,18 @@ QUESTIONS = [
 
 
 def mcq_file(tmp_path: Path) -> Path:
-    path = tmp_path / "mcq.jsonl"
-    path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
-    return path
+    return write_mcq(tmp_path / "mcq.jsonl", rows=QUESTIONS)
+
+
+def lora_adapter(model):
+    adapter = make_adapter(model, {"kind": "lora", "rank": 4, "alpha": 32, "dropout": 0.0,
+                                   "target_modules": "all-linear"})
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, p in adapter.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5)
+    return adapter
 
 
 def direct_loglik(model, tokenizer, adapter, context: str, continuation: str) -> float:
@@ -66,7 +72,7 @@ def direct_loglik(model, tokenizer, adapter, context: str, continuation: str) ->
     cont = whole[len(ctx):]
     ids = torch.tensor([whole])
     with torch.no_grad():
-        if adapter is not None:
+        if adapter is not None and adapter.kind == "grun":
             with adapter.editing([len(ctx) - 1]):
                 logits = model(input_ids=ids).logits
         else:
@@ -85,25 +91,26 @@ def direct_accuracy(model, tokenizer, adapter) -> float:
     return right / len(QUESTIONS)
 
 
-@pytest.mark.parametrize("with_edit", [False, True])
-def test_accuracy_equals_direct_argmax(tiny, tmp_path, with_edit) -> None:
-    model = copy.deepcopy(tiny.model)
-    adapter = grun_adapter(model) if with_edit else None
-    lm = make_lm(model, tiny.tokenizer, adapter, batch_size=5, add_bos=True)
+@pytest.mark.parametrize("with_edit", ["none", "grun", "lora"])
+def test_accuracy_equals_direct_argmax(sharp, tmp_path, with_edit) -> None:
+    model = copy.deepcopy(sharp.model)
+    adapter = {"none": lambda m: None, "grun": grun_adapter, "lora": lora_adapter}[with_edit](model)
+    lm = make_lm(adapter.model if adapter else model, sharp.tokenizer, adapter, batch_size=5, add_bos=True)
     metrics, raw = run_tasks(lm, {"tasks": ["wmdp_bio"], "files": {"wmdp_bio": str(mcq_file(tmp_path))}}, None)
     assert metrics["wmdp_bio_n"] == len(QUESTIONS)
-    assert metrics["wmdp_bio_acc"] == pytest.approx(direct_accuracy(model, tiny.tokenizer, adapter))
+    scored = adapter.model if adapter else model
+    assert metrics["wmdp_bio_acc"] == pytest.approx(direct_accuracy(scored, sharp.tokenizer, adapter))
     assert metrics["wmdp_bio_acc_stderr"] > 0
     assert metrics["lm_eval_batch_size"] == 5
     assert "wmdp_bio_local" in raw["results"]
 
 
-def test_edit_changes_the_loglikelihoods_multi_token(tiny) -> None:
+def test_edit_changes_the_loglikelihoods_multi_token(sharp) -> None:
     """Multi-token continuations: the bridge's batched, grouped, padded scores equal single
     direct forwards, and the edit (on the last context token) changes them."""
-    model = copy.deepcopy(tiny.model)
+    model = copy.deepcopy(sharp.model)
     adapter = grun_adapter(model)
-    tok = tiny.tokenizer
+    tok = sharp.tokenizer
     pairs = [("Question: Where was the author born?\nAnswer:", " In a small town by the river"),
              ("Question: Where was the author born?\nAnswer:", " Paris"),
              ("Question: What did she write?\nAnswer:", " Novels about the sea and its people")]
@@ -144,3 +151,14 @@ def test_offline_task_configs_read_local_files(tmp_path, monkeypatch) -> None:
         resolve_tasks(["mmlu"], "offline", None, None)
     with pytest.raises(GrunError, match="eval.tasks is empty"):
         resolve_tasks([], "auto", None, None)
+
+
+def test_bos_where_training_had_it(sharp) -> None:
+    lm = make_lm(sharp.model, sharp.tokenizer, None, batch_size=2, add_bos=True)
+    bos = sharp.tokenizer.bos_token_id
+    assert lm.tok_encode("Answer:")[0] == bos
+    assert lm.tok_encode("Answer:", add_special_tokens=False)[0] != bos  # rolling windows ask for none
+    ids, mask = lm.tok_batch_encode(["Question: a\nAnswer:", "Q"])
+    assert ids[0, 0] == bos and ids[1, -2] == bos and mask[1, 0] == 0  # left-padded, BOS first
+    plain = make_lm(sharp.model, sharp.tokenizer, None, batch_size=2, add_bos=False)
+    assert plain.tok_encode("Answer:")[0] != bos

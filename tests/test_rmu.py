@@ -7,16 +7,12 @@ import copy
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from grun_cli.adapters import make_adapter
 from grun_cli.adapters.base import capture_block_output
-from grun_cli.config import config_dir
-from grun_cli.data.synthetic import generate
 from grun_cli.errors import GrunError
 from grun_cli.methods import make_method
 from grun_cli.methods.losses import control_vectors, masked_mse
-from grun_cli.models.loading import load_model
 from grun_cli.train.unlearn_trainer import AdapterAccess
 
 
@@ -106,13 +102,6 @@ def test_control_vectors_are_seeded_unit_directions() -> None:
     assert torch.equal(control_vectors(1, 16, 5.0, seed=7)[0], a[0])
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
-    corpus = [t for r in generate(num_authors=30)["full"] for t in (r["question"], r["answer"])]
-    cfg = OmegaConf.load(config_dir() / "model" / "tiny.yaml")
-    return load_model(cfg, lambda: corpus, str(tmp_path_factory.mktemp("tiny")))
-
-
 def _inputs(tiny):
     ids = torch.tensor([[1, 50, 60, 70, 80], [1, 90, 91, 0, 0]])
     return {"input_ids": ids, "attention_mask": (ids != 0).long(), "positions": torch.tensor([3, 2])}
@@ -172,3 +161,12 @@ def test_full_reference_hidden_is_the_frozen_copy(tiny) -> None:
     after = access.hidden(inputs, "forget", None)
     assert not torch.allclose(after, before)
     assert torch.allclose(access.reference_hidden(inputs, None), before, atol=1e-6)
+
+
+def test_reading_below_an_edited_block_is_refused(tiny) -> None:
+    adapter = make_adapter(copy.deepcopy(tiny.model), {"kind": "grun", "layers": [1, 2], "rank": 4, "gate": "linear"})
+    with pytest.raises(GrunError, match="below block 2"):
+        AdapterAccess(adapter).hidden(_inputs(tiny), "forget", 1)
+    full = make_adapter(copy.deepcopy(tiny.model), {"kind": "full"})
+    with pytest.raises(GrunError, match="not restricted to blocks"):
+        AdapterAccess(full).hidden(_inputs(tiny), "forget", None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from grun_cli.errors import GrunError
 from grun_cli.logprobs import IGNORE_INDEX
 from grun_cli.models.template import PromptTemplate
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, write_text_corpora
 
 
 class WordTokenizer:
@@ -40,24 +39,16 @@ def test_encode_text_cut_at_the_fraction_with_bos_counted() -> None:
         encode_text(WordTokenizer(), "", 512, 0.8)
 
 
-def write_corpora(folder: Path, n: int = 30) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, topic in (("forget_bio.jsonl", "virus"), ("forget_cyber.jsonl", "exploit"), ("retain.jsonl", "river")):
-        with open(folder / name, "w") as f:
-            for i in range(n):
-                f.write(json.dumps({"text": f"text {i} about the {topic} number {i * 7 % 13} and more words"}) + "\n")
-    return folder
-
-
 def source_cfg(folder: Path, **extra) -> dict:
     return {"name": "wmdp", "kind": "text", "local_dir": str(folder), "forget_corpora": ["bio", "cyber"],
             "retain_corpora": ["retain"], "heldout": 5, "edit_fraction": 0.8, "max_tokens": 512,
-            "corpora": {"bio": {"file": "forget_bio.jsonl"}, "cyber": {"file": "forget_cyber.jsonl"},
-                        "retain": {"file": "retain.jsonl"}}, **extra}
+            "corpora": {"bio": {"file": "merge_forget_data_sum_gpt.jsonl"},
+                        "cyber": {"file": "cyber_forget_data_sum_gpt.jsonl"},
+                        "retain": {"file": "merge_retain_data_sum_gpt.jsonl"}}, **extra}
 
 
 def test_text_source_splits(tmp_path: Path) -> None:
-    source = make_source(source_cfg(write_corpora(tmp_path)))
+    source = make_source(source_cfg(write_text_corpora(tmp_path)))
     forget, held = source.rows("forget"), source.rows("forget_heldout")
     assert len(forget) == 50 and len(held) == 10
     assert {r["corpus_id"] for r in forget} == {0, 1}
@@ -73,7 +64,7 @@ def test_text_source_splits(tmp_path: Path) -> None:
 
 
 def test_text_source_errors(tmp_path: Path) -> None:
-    folder = write_corpora(tmp_path)
+    folder = write_text_corpora(tmp_path)
     with pytest.raises(GrunError, match="not found"):
         make_source(source_cfg(folder, corpora={"bio": {"file": "x.jsonl"}, "cyber": {"file": "x.jsonl"},
                                                 "retain": {"file": "x.jsonl"}})).rows("forget")
@@ -88,7 +79,7 @@ def test_text_source_errors(tmp_path: Path) -> None:
 
 
 def test_encode_for_unlearning_carries_corpus(tmp_path: Path) -> None:
-    source = make_source(source_cfg(write_corpora(tmp_path)))
+    source = make_source(source_cfg(write_text_corpora(tmp_path)))
     row = source.rows("forget")[-1]
     feat = source.encode_for_unlearning(WordTokenizer(), PromptTemplate(), row, 512)
     assert feat["corpus_id"] == 1

@@ -62,6 +62,8 @@ def wmdp_args(corpora: Path, tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("adapter", ["grun", "full"])
 def test_unlearn_wmdp_rmu(adapter: str, corpora: Path, tmp_path: Path, clean_env) -> None:
+    """Both adapters end to end; the GRUN run is then evaluated again with `grun eval run=`,
+    which takes the run's data set's evaluation (lm-eval) with the command line's eval.* keys."""
     out = tmp_path / "run"
     r = grun("unlearn", "method=rmu", f"adapter={adapter}", *wmdp_args(corpora, tmp_path), "train.max_steps=8",
              f"hydra.run.dir={out}", env=clean_env)
@@ -70,7 +72,7 @@ def test_unlearn_wmdp_rmu(adapter: str, corpora: Path, tmp_path: Path, clean_env
     for name in ("forget", "retain"):
         for when in ("before", "after"):
             assert metrics[f"{when}_{name}_text_nll"] > 0
-        assert metrics[f"{name}_text_nll"] == pytest.approx(metrics[f"after_{name}_text_nll"], rel=1e-4)
+    assert "forget_text_nll" not in metrics  # measured once (after_*), not again by the evaluation
     assert metrics["after_forget_text_nll"] != metrics["before_forget_text_nll"]
     check_lm_eval_metrics(metrics)
     card = json.loads((out / "run_card.json").read_text())
@@ -79,6 +81,18 @@ def test_unlearn_wmdp_rmu(adapter: str, corpora: Path, tmp_path: Path, clean_env
         assert card["config"]["adapter"]["gate"] == "mlp" and card["config"]["adapter"]["gate_weight"] == 100.0
         assert card["config"]["method"]["positions"] == "labels"
         assert 0.0 <= metrics["gate_forget_mean"] <= 1.0 and "gate_auc" in metrics
+        data = tmp_path / "data"  # local question files where GRUN_DATA_DIR points
+        for name in ("wmdp/bio_test.jsonl", "wmdp/cyber_test.jsonl", "mmlu/mmlu_sample500.jsonl"):
+            (data / name).parent.mkdir(parents=True, exist_ok=True)
+            write_mcq(data / name, n=6)
+        again = tmp_path / "again"
+        r = grun("eval", f"run={out}", "eval.batch_size=3", "logger=none", f"hydra.run.dir={again}",
+                 env={**clean_env, "GRUN_DATA_DIR": str(data)})
+        assert r.returncode == 0, r.stderr[-3000:]
+        redo = json.loads((again / "metrics.json").read_text())
+        assert redo["lm_eval_batch_size"] == 3 and redo["wmdp_cyber_n"] == 6
+        assert redo["forget_text_nll"] == pytest.approx(metrics["after_forget_text_nll"], rel=1e-4)
+        assert redo["gate_forget_mean"] == pytest.approx(metrics["gate_forget_mean"], rel=1e-4)
     else:  # the WMDP recipe: only the MLP down-projections of blocks 0 and 1 (tiny) train
         assert metrics["trainable_parameters"] == 2 * 128 * 352
         assert card["config"]["method"]["positions"] == "all"
@@ -110,3 +124,14 @@ def test_plain_lm_eval_command_knows_grun(grun_gd_run, tmp_path: Path, clean_env
                        env=clean_env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "wmdp_bio_local" in r.stdout and "acc" in r.stdout
+
+
+def test_bad_evaluation_fails_before_training(corpora: Path, tmp_path: Path, clean_env) -> None:
+    out = tmp_path / "bad"
+    r = grun("unlearn", "method=rmu", *wmdp_args(corpora, tmp_path), "eval.tasks=[no_such_task_xyz]",
+             f"hydra.run.dir={out}", env=clean_env)
+    assert r.returncode == 2 and "unknown lm-eval task" in r.stderr and "no_such_task_xyz" in r.stderr
+    assert not (out / "adapter").exists() and (out / "FAILED").exists()
+    r = grun("unlearn", "method=rmu", "data=wmdp", f"data.local_dir={corpora}", "logger=none", "eval=tofu",
+             f"hydra.run.dir={tmp_path / 't'}", env=clean_env)
+    assert r.returncode == 2 and "eval=tofu needs QA data" in r.stderr

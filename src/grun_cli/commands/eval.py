@@ -67,21 +67,23 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
 
 
 def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
-                       adapter: Any = None, tracker: Tracker | None = None) -> dict[str, Any]:
-    """lm-eval tasks on the model with its edit; held-out text NLL and gates for text data."""
+                       adapter: Any = None, tracker: Tracker | None = None, text_nll: bool = True) -> dict[str, Any]:
+    """lm-eval tasks on the model with its edit; held-out text NLL and gates for text data
+    (``text_nll=False`` when the caller measured them already)."""
     from grun_cli.eval.lm_eval_run import make_lm, run_tasks
 
     template = PromptTemplate.from_config(cfg.model.template)
     max_length = int(cfg.model.max_length)
     metrics: dict[str, Any] = {}
-    if cfg.eval.get("text_nll") and source.kind == "text":
-        from grun_cli.eval.gates import text_gate_report
+    if text_nll and cfg.eval.get("text_nll") and source.kind == "text":
         from grun_cli.eval.text_nll import heldout_nll
 
         metrics.update(heldout_nll(model, tokenizer, template, source, max_length,
                                    batch_size=int(cfg.eval.nll_batch_size), adapter=adapter))
-        if adapter is not None:
-            metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length))
+    if adapter is not None and source.kind == "text":
+        from grun_cli.eval.gates import text_gate_report
+
+        metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length))
     lm = make_lm(model, tokenizer, adapter, batch_size=cfg.eval.batch_size, add_bos=template.add_bos,
                  max_length=cfg.eval.get("max_length"))
     task_metrics, results = run_tasks(lm, cfg.eval, cfg.paths.data_dir, seed=int(cfg.seed))
@@ -92,21 +94,31 @@ def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any
     return metrics
 
 
+def check_evaluation(cfg: DictConfig, source: Any) -> None:
+    """Refuse, before any training, an evaluation that cannot run on this data / these tasks."""
+    kind = str(cfg.eval.get("kind", "tofu"))
+    if kind not in ("tofu", "lm_eval"):
+        raise GrunError(f"eval.kind={kind} is not one of tofu, lm_eval")
+    if kind == "tofu" and source.kind != "qa":
+        raise GrunError(f"eval=tofu needs QA data (data=tofu or synthetic), not data={cfg.data.name}; "
+                        "use eval=wmdp")
+    if kind == "lm_eval":
+        from grun_cli.eval.lm_eval_run import check_tasks
+
+        check_tasks(cfg.eval, cfg.paths.data_dir)
+
+
 def run_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
-                   adapter: Any = None, tracker: Tracker | None = None) -> dict[str, Any]:
+                   adapter: Any = None, tracker: Tracker | None = None, text_nll: bool = True) -> dict[str, Any]:
     """The evaluation ``eval.kind`` names: tofu or lm_eval."""
+    check_evaluation(cfg, source)
     kind = str(cfg.eval.get("kind", "tofu"))
     if kind == "tofu":
-        if source.kind != "qa":
-            raise GrunError(f"eval=tofu needs QA data (data=tofu or synthetic), not data={cfg.data.name}; "
-                            "use eval=wmdp")
         metrics, ref_source = tofu_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source,
                                               adapter=adapter, tracker=tracker)
         return {**metrics, "forget_quality_reference": ref_source}
-    if kind == "lm_eval":
-        return harness_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
-                                  tracker=tracker)
-    raise GrunError(f"eval.kind={kind} is not one of tofu, lm_eval")
+    return harness_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
+                              tracker=tracker, text_nll=text_nll)
 
 
 def _eval_follows_data(cfg: DictConfig) -> bool:
@@ -115,6 +127,15 @@ def _eval_follows_data(cfg: DictConfig) -> bool:
 
     choices = HydraConfig.get().runtime.choices
     return choices.get("eval") == choices.get("data")
+
+
+def _eval_for_data(data: str) -> DictConfig:
+    """The evaluation config of data set ``data``, with the command line's eval.* overrides."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    mine = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("eval.")]
+    return compose("evaluate", overrides=[f"data={data}", *mine]).eval
 
 
 def _adopt_run(cfg: DictConfig, run: Path) -> dict[str, Any]:
@@ -128,9 +149,7 @@ def _adopt_run(cfg: DictConfig, run: Path) -> dict[str, Any]:
     run_data = card["config"]["data"]["name"]
     with open_dict(cfg):
         if _eval_follows_data(cfg) and run_data != cfg.data.name:  # the run's data set's evaluation
-            from hydra import compose
-
-            cfg.eval = compose("evaluate", overrides=[f"data={run_data}"]).eval
+            cfg.eval = _eval_for_data(run_data)
         cfg.data = OmegaConf.create(card["config"]["data"])
         cfg.model = OmegaConf.create(card["config"]["model"])
         if "target" in card["config"]:

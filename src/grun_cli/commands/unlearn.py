@@ -77,6 +77,10 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     method = make_method(cfg.method)
 
     source = make_source(cfg.data, data_root=cfg.paths.data_dir)
+    if cfg.eval.enabled:  # a bad evaluation setting must fail now, not after training
+        from grun_cli.commands.eval import check_evaluation
+
+        check_evaluation(cfg, source)
     forget_rows, retain_rows = source.rows("forget"), source.rows("retain")
     log.info("data: %s: forget %s (%d rows), retain %s (%d rows)", source.describe(),
              source.forget_split, len(forget_rows), source.retain_split, len(retain_rows))
@@ -142,7 +146,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
             from grun_cli.commands.eval import run_evaluation
 
             metrics.update(run_evaluation(cfg, out, model=adapter.model, tokenizer=tokenizer, source=source,
-                                          adapter=adapter, tracker=tracker))
+                                          adapter=adapter, tracker=tracker, text_nll=False))  # probed above
         elif source.kind == "text":
             metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length))
         else:  # gate diagnostics on the probe rows instead of TOFU's evaluation sets

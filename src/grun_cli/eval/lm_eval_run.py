@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 TASK_DIR = Path(__file__).with_name("lm_tasks")
 LOCAL_TASKS = ("wmdp_bio", "wmdp_cyber", "mmlu")
 SOURCES = ("auto", "local", "hub")
-METRICS = ("acc", "acc_norm")
 
 
 def use_local(source: str, data_dir: str | None) -> bool:
@@ -38,7 +37,7 @@ def use_local(source: str, data_dir: str | None) -> bool:
 def resolve_tasks(tasks: list[str], source: str, files: Mapping[str, str] | None,
                   data_dir: str | None) -> tuple[list[Any], dict[str, str], dict[str, str]]:
     """(task specs for lm-eval, lm-eval name -> requested name, requested name -> where from)."""
-    from grun_cli.eval.lm_tasks.local_data import DEFAULT_FILES
+    from grun_cli.eval.lm_tasks.local_data import default_file
 
     if not tasks:
         raise GrunError("eval.tasks is empty; name lm-eval tasks, e.g. eval.tasks=[wmdp_bio,mmlu]")
@@ -52,8 +51,7 @@ def resolve_tasks(tasks: list[str], source: str, files: Mapping[str, str] | None
     origins: dict[str, str] = {}
     for task in tasks:
         if task in LOCAL_TASKS and (local or task in files):
-            path = Path(files[task]).expanduser() if task in files else (
-                Path(data_dir) / DEFAULT_FILES[task] if data_dir else None)
+            path = Path(files[task]).expanduser() if task in files else default_file(task, data_dir)
             if path is None or not path.is_file():
                 raise GrunError(f"{task}: no local questions file ({path or 'GRUN_DATA_DIR unset'}); set "
                                 f"eval.files.{task}=<jsonl of question/choices/answer> or GRUN_DATA_DIR, or "
@@ -91,6 +89,7 @@ def run_tasks(lm: Any, eval_cfg: Mapping[str, Any], data_dir: str | None,
     ``<task>_acc_norm`` where the task defines it, ``<task>_n``, throughput) and lm-eval's
     per-task results (JSON-ready)."""
     import lm_eval
+    import torch
     from lm_eval.tasks import TaskManager
 
     specs, names, origins = resolve_tasks(list(eval_cfg.get("tasks") or []), str(eval_cfg.get("task_source", "auto")),
@@ -104,18 +103,19 @@ def run_tasks(lm: Any, eval_cfg: Mapping[str, Any], data_dir: str | None,
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
             bootstrap_iters=int(eval_cfg.get("bootstrap_iters", 1000)), log_samples=False)
     except (FileNotFoundError, ConnectionError, OSError) as e:
-        raise GrunError(f"lm-eval could not load a task's data: {str(e).splitlines()[0]}; offline, use "
+        raise GrunError(f"lm-eval could not load a task's data: {first_line(e)}; offline, use "
                         "eval.task_source=local (or set GRUN_DATA_DIR)") from e
+    except torch.OutOfMemoryError as e:
+        raise GrunError(f"out of memory in lm-eval at batch size {lm.batch_size}: lower eval.batch_size") from e
     elapsed = time.time() - started
     metrics: dict[str, Any] = {}
     questions = 0
     for name, res in results["results"].items():
         task = names.get(name, name)
-        for metric in METRICS:
-            if f"{metric},none" in res:
-                metrics[f"{task}_{metric}"] = float(res[f"{metric},none"])
-                err = res.get(f"{metric}_stderr,none")
-                metrics[f"{task}_{metric}_stderr"] = float(err) if isinstance(err, (int, float)) else None
+        found = task_metrics(task, res)
+        if not found and name in names:
+            raise GrunError(f"lm-eval task {name} returned no metric ({sorted(res)}); check the task")
+        metrics.update(found)
         n = results.get("n-samples", {}).get(name, {}).get("effective")
         if n is not None:
             metrics[f"{task}_n"] = int(n)
@@ -123,7 +123,7 @@ def run_tasks(lm: Any, eval_cfg: Mapping[str, Any], data_dir: str | None,
     metrics["lm_eval_task_sources"] = {names.get(k, k): v for k, v in origins.items()}
     metrics["lm_eval_seconds"] = round(elapsed, 2)
     metrics["lm_eval_questions_per_s"] = round(questions / elapsed, 2) if elapsed > 0 else None
-    metrics["lm_eval_batch_size"] = lm.batch_size
+    metrics["lm_eval_batch_size"] = getattr(lm, "last_batch_size", None) or lm.batch_size
     metrics["lm_eval_num_fewshot"] = eval_cfg.get("num_fewshot") or 0
     scoring = getattr(lm, "scoring_seconds", 0.0)
     if scoring:
@@ -131,6 +131,40 @@ def run_tasks(lm: Any, eval_cfg: Mapping[str, Any], data_dir: str | None,
     raw = {key: results.get(key) for key in ("results", "n-samples", "versions", "n-shot", "higher_is_better")}
     raw["task_sources"] = metrics["lm_eval_task_sources"]
     return metrics, json.loads(json.dumps(raw, default=str))
+
+
+def task_metrics(task: str, res: Mapping[str, Any]) -> dict[str, Any]:
+    """Every numeric metric of one task's results: ``<task>_<metric>`` (filter ``none``) or
+    ``<task>_<metric>_<filter>``, with ``_stderr`` beside it."""
+    out: dict[str, Any] = {}
+    for key, value in res.items():
+        if "," not in key or "_stderr," in key or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        metric, filt = key.split(",", 1)
+        name = f"{task}_{metric}" if filt == "none" else f"{task}_{metric}_{filt}"
+        out[name] = float(value)
+        err = res.get(f"{metric}_stderr,{filt}")
+        out[f"{name}_stderr"] = float(err) if isinstance(err, (int, float)) else None
+    return out
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def check_tasks(eval_cfg: Mapping[str, Any], data_dir: str | None) -> None:
+    """Fail before any training: unknown task names, missing local question files."""
+    from lm_eval.tasks import TaskManager
+
+    specs, _, _ = resolve_tasks(list(eval_cfg.get("tasks") or []), str(eval_cfg.get("task_source", "auto")),
+                                eval_cfg.get("files"), data_dir)
+    names = [s for s in specs if isinstance(s, str)]
+    if names:
+        known = set(TaskManager(include_path=str(TASK_DIR)).all_tasks)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise GrunError(f"eval.tasks: unknown lm-eval task(s) {unknown}; `lm-eval ls tasks` lists them")
 
 
 def table(metrics: Mapping[str, Any]) -> str:

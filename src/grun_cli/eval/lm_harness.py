@@ -12,13 +12,13 @@ the edit on the prompt's forward only, as in training.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections import defaultdict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
@@ -66,9 +66,22 @@ class GrunLM(HFLM):
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None,
                    **kwargs: Any) -> list[int]:
         ids = super().tok_encode(string, add_special_tokens=add_special_tokens, **kwargs)
-        if self._prepend_bos and ids[:1] != [self.tokenizer.bos_token_id]:
+        if self._prepend_bos and add_special_tokens is not False and ids[:1] != [self.tokenizer.bos_token_id]:
             ids = [self.tokenizer.bos_token_id, *ids]
         return ids[-left_truncate_len:] if left_truncate_len else ids
+
+    def tok_batch_encode(self, strings: list[str], padding_side: str = "left", left_truncate_len: int | None = None,
+                         truncation: bool = False) -> tuple[Any, Any]:
+        """Prompts for generation, left-padded; with grun's BOS where training had it."""
+        if not self._prepend_bos:
+            return super().tok_batch_encode(strings, padding_side=padding_side,
+                                            left_truncate_len=left_truncate_len, truncation=truncation)
+        rows = [self.tok_encode(s, left_truncate_len=left_truncate_len) for s in strings]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return ids, mask
 
     # -- log-likelihoods -------------------------------------------------------------------
     def _loglikelihood_tokens(self, requests: list[Any], disable_tqdm: bool = False,
@@ -82,30 +95,26 @@ class GrunLM(HFLM):
         for i, (_, context, continuation) in enumerate(requests):
             if not context or not continuation:
                 raise ValueError("lm-eval sent an empty context or continuation")
+            if len(continuation) > window:
+                raise ValueError(f"a continuation of {len(continuation)} tokens is longer than the "
+                                 f"model's window ({window}); raise max_length")
             inp = tuple((context + continuation)[-(window + 1):][:-1])
             groups[(inp, max(0, len(inp) - len(continuation)))].append(i)
         # Longest inputs first: an out-of-memory batch shows at once, and batches pad little.
         keys = sorted(groups, key=lambda k: len(k[0]), reverse=True)
         batch_size = self._resolve_batch_size(requests, override_bs)
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        model = self.model
         bar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="grun loglikelihood")
         for start in range(0, len(keys), batch_size):
             chunk = keys[start:start + batch_size]
-            width = len(chunk[0][0])
-            ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, (inp, _) in enumerate(chunk):
-                ids[row, :len(inp)] = torch.tensor(inp)
-                mask[row, :len(inp)] = 1
-            with torch.no_grad(), edit_context(self.adapter, [pos for _, pos in chunk]):
-                logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            logprobs = F.log_softmax(logits.float(), dim=-1)
+            spans = {i: (len(key[0]) - len(requests[i][2]), len(key[0])) for key in chunk for i in groups[key]}
+            logits, column = self._continuation_logits(chunk, spans.values())
             for row, key in enumerate(chunk):
-                inp = key[0]
                 for i in groups[key]:
                     cont = requests[i][2]
-                    span = logprobs[row, len(inp) - len(cont):len(inp)]
+                    first, end = spans[i]
+                    cols = [column[t] for t in range(first, end)]
+                    span = torch.log_softmax(logits[row, cols].float(), dim=-1)
                     target = torch.tensor(cont, device=span.device)
                     total = span.gather(-1, target[:, None]).sum().item()
                     greedy = bool((span.argmax(-1) == target).all())
@@ -117,11 +126,43 @@ class GrunLM(HFLM):
         self.scoring_seconds += time.perf_counter() - started
         return results  # type: ignore[return-value]
 
+    def _continuation_logits(self, chunk: list[tuple[tuple[int, ...], int]], spans: Any) -> tuple[Any, dict[int, int]]:
+        """Logits of one right-padded batch (attention-masked, edit at each row's position),
+        computed only at the positions some continuation is scored from (``logits_to_keep``):
+        a 128k-word vocabulary times every position of long questions would not fit."""
+        width = len(chunk[0][0])
+        ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, (inp, _) in enumerate(chunk):
+            ids[row, :len(inp)] = torch.tensor(inp)
+            mask[row, :len(inp)] = 1
+        keep = sorted({t for first, end in spans for t in range(first, end)})
+        kwargs: dict[str, Any] = {}
+        if self._keeps_logits:
+            kwargs["logits_to_keep"] = torch.tensor(keep, device=self.device)
+            column = {t: k for k, t in enumerate(keep)}
+        else:
+            column = {t: t for t in keep}
+        with torch.no_grad(), edit_context(self.adapter, [pos for _, pos in chunk]):
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs).logits
+        return logits, column
+
+    @property
+    def _keeps_logits(self) -> bool:
+        if not hasattr(self, "_keeps"):
+            model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            self._keeps = "logits_to_keep" in inspect.signature(model.forward).parameters
+        return self._keeps
+
     def _resolve_batch_size(self, requests: list[Any], override_bs: int | None) -> int:
         size = override_bs or self.batch_size
         if size == "auto":
-            size = self._detect_batch_size(requests)
-        return max(1, int(size))
+            if getattr(self, "_auto_size", None) is None:  # sized once, on the longest request
+                longest = max(range(len(requests)), key=lambda i: len(requests[i][1]) + len(requests[i][2]))
+                self._auto_size = int(self._detect_batch_size(requests, pos=longest))
+            size = self._auto_size
+        self.last_batch_size = max(1, int(size))
+        return self.last_batch_size
 
     def _model_generate(self, context: Any, max_length: int, stop: Any, **kwargs: Any) -> Any:
         # Left-padded prompts: every row's last prompt token is the last column.

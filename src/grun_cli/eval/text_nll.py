@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from grun_cli.eval.likelihood import features_nll
+from grun_cli.logprobs import IGNORE_INDEX
 
 
 def mean_token_nll(model: Any, tokenizer: Any, feats: Sequence[dict[str, Any]], *, batch_size: int,
@@ -28,9 +29,9 @@ def heldout_nll(model: Any, tokenizer: Any, template: Any, source: Any, max_leng
     sets = sets or {"forget": "forget_heldout", "retain": "retain_heldout"}
     out: dict[str, float] = {}
     for name, split in sets.items():
-        rows = source.rows(split)
-        scored = [source.encode_for_unlearning(tokenizer, template, r, max_length) for r in rows]
-        every = [source.encode_for_training(tokenizer, template, r, max_length) for r in rows]
+        every = [source.encode_for_training(tokenizer, template, r, max_length) for r in source.rows(split)]
+        # the same texts scored after the cut only (as encode_for_unlearning labels them)
+        scored = [{**f, "labels": [IGNORE_INDEX] * f["prompt_len"] + f["input_ids"][f["prompt_len"]:]} for f in every]
         out[f"{prefix}{name}_text_nll"] = mean_token_nll(model, tokenizer, scored, batch_size=batch_size,
                                                          adapter=adapter, desc=f"{prefix}{name} text NLL")
         out[f"{prefix}{name}_text_nll_all"] = mean_token_nll(model, tokenizer, every, batch_size=batch_size,

@@ -30,13 +30,17 @@ class AdapterAccess:
         return self.adapter.reference_logits(inputs)
 
     def _layer(self, layer: int | None) -> int:
-        if layer is not None:
-            return int(layer)
         edited = self.adapter.edited_layers()
-        if not edited:
-            raise GrunError(f"method.layer=null means the last block the adapter edits, but adapter="
-                            f"{self.adapter.kind} is not restricted to blocks; set method.layer=<block>")
-        return edited[-1]
+        if layer is None:
+            if not edited:
+                raise GrunError(f"method.layer=null means the last block the adapter edits, but adapter="
+                                f"{self.adapter.kind} is not restricted to blocks; set method.layer=<block>")
+            return edited[-1]
+        if edited and int(layer) < edited[-1]:
+            raise GrunError(f"method.layer={layer} is below block {edited[-1]}, which adapter={self.adapter.kind} "
+                            f"edits / updates: what is trained above the block read gets no gradient; read at "
+                            f"block {edited[-1]} or higher (method.layer=null)")
+        return int(layer)
 
     def hidden(self, inputs: Mapping[str, Any], role: str, layer: int | None) -> Any:
         model = self.adapter.model

@@ -11,16 +11,24 @@ import os
 from pathlib import Path
 from typing import Any
 
+#: Files looked for under the data root, first found wins (the full MMLU test set as
+#: mmlu/mmlu.jsonl if you have it, else the 500-question sample).
 DEFAULT_FILES = {
-    "wmdp_bio": "wmdp/bio_test.jsonl",
-    "wmdp_cyber": "wmdp/cyber_test.jsonl",
-    "mmlu": "mmlu/mmlu_sample500.jsonl",
+    "wmdp_bio": ("wmdp/bio_test.jsonl",),
+    "wmdp_cyber": ("wmdp/cyber_test.jsonl",),
+    "mmlu": ("mmlu/mmlu.jsonl", "mmlu/mmlu_sample500.jsonl"),
 }
 
 
-def default_file(task: str) -> Path | None:
-    root = os.environ.get("GRUN_DATA_DIR")
-    return Path(root) / DEFAULT_FILES[task] if root else None
+def default_file(task: str, root: str | None = None) -> Path | None:
+    """The local questions file of ``task`` under ``root`` (default $GRUN_DATA_DIR)."""
+    root = root or os.environ.get("GRUN_DATA_DIR")
+    if not root:
+        return None
+    for name in DEFAULT_FILES[task]:
+        if (Path(root) / name).is_file():
+            return Path(root) / name
+    return Path(root) / DEFAULT_FILES[task][-1]
 
 
 def _load(task: str, data_file: str | None = None, **_: Any) -> Any:
@@ -30,7 +38,7 @@ def _load(task: str, data_file: str | None = None, **_: Any) -> Any:
     if path is None or not path.is_file():
         raise FileNotFoundError(
             f"{task}_local needs its questions file: {path or 'none given'} does not exist. Set GRUN_DATA_DIR "
-            f"(the file is then $GRUN_DATA_DIR/{DEFAULT_FILES[task]}) or pass data_file"
+            f"(the file is then $GRUN_DATA_DIR/{DEFAULT_FILES[task][-1]}) or pass data_file"
         )
 
     def clean(row: dict[str, Any]) -> dict[str, Any]:
