@@ -69,10 +69,10 @@ def test_finetune_experiments_compose(composer, experiment: str) -> None:
 def test_unlearn_experiments_compose(unlearn_composer, experiment: str) -> None:
     cfg = unlearn_composer(f"experiment={experiment}", "model=llama3.1")
     OmegaConf.to_container(cfg.adapter, resolve=True)
-    assert cfg.data.name == "tofu"
+    assert cfg.data.name == ("wmdp" if "wmdp" in experiment else "tofu")
 
 
-@pytest.mark.parametrize("method", ["ga", "gd", "npo", "simnpo", "idk", "idkdpo"])
+@pytest.mark.parametrize("method", ["ga", "gd", "npo", "simnpo", "idk", "idkdpo", "rmu"])
 @pytest.mark.parametrize("adapter", ["grun", "lora", "full"])
 def test_every_method_adapter_composes(unlearn_composer, method: str, adapter: str) -> None:
     cfg = unlearn_composer(f"method={method}", f"adapter={adapter}")

@@ -163,10 +163,17 @@ def test_full_reference_hidden_is_the_frozen_copy(tiny) -> None:
     assert torch.allclose(access.reference_hidden(inputs, None), before, atol=1e-6)
 
 
-def test_reading_below_an_edited_block_is_refused(tiny) -> None:
+def test_reading_below_an_edited_block_runs_the_whole_forward(tiny) -> None:
+    """The official GRUN code reads below its last edited block: the forward then goes on, so
+    the upper block's gate is still recorded for the gate loss."""
     adapter = make_adapter(copy.deepcopy(tiny.model), {"kind": "grun", "layers": [1, 2], "rank": 4, "gate": "linear"})
-    with pytest.raises(GrunError, match="below block 2"):
-        AdapterAccess(adapter).hidden(_inputs(tiny), "forget", 1)
+    calls = []
+    handle = adapter.model.model.layers[-1].register_forward_hook(lambda *a: calls.append(1))
+    AdapterAccess(adapter).hidden(_inputs(tiny), "forget", 1)
+    handle.remove()
+    assert calls == [1]
+    (_, gates), = adapter.gate_records
+    assert gates.shape == (2, 2)  # both edited blocks' gates, for both rows
     full = make_adapter(copy.deepcopy(tiny.model), {"kind": "full"})
     with pytest.raises(GrunError, match="not restricted to blocks"):
         AdapterAccess(full).hidden(_inputs(tiny), "forget", None)

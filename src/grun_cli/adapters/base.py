@@ -49,10 +49,10 @@ class _Captured(Exception):
     """Raised by the capture hook to skip the blocks after the one read."""
 
 
-def capture_block_output(model: Any, layer: int, call: Any) -> Any:
+def capture_block_output(model: Any, layer: int, call: Any, stop: bool = True) -> Any:
     """Run ``call()`` (a forward of ``model``) and return the output of decoder block ``layer``
     as the next block receives it, i.e. after every forward hook on that block (GRUN's edit).
-    The forward stops there: later blocks and the LM head are not computed.
+    With ``stop`` the forward ends there: later blocks and the LM head are not computed.
 
     Hidden states are read by our own hook because transformers' ``output_hidden_states``
     records a block's output before user hooks run (pre-edit values at edited blocks)."""
@@ -63,7 +63,8 @@ def capture_block_output(model: Any, layer: int, call: Any) -> Any:
 
     def hook(module: Any, args: Any, output: Any) -> None:
         box["h"] = output[0] if isinstance(output, tuple) else output
-        raise _Captured
+        if stop:
+            raise _Captured
 
     handle = blocks[layer].register_forward_hook(hook)
     try:

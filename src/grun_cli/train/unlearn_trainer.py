@@ -36,10 +36,6 @@ class AdapterAccess:
                 raise GrunError(f"method.layer=null means the last block the adapter edits, but adapter="
                                 f"{self.adapter.kind} is not restricted to blocks; set method.layer=<block>")
             return edited[-1]
-        if edited and int(layer) < edited[-1]:
-            raise GrunError(f"method.layer={layer} is below block {edited[-1]}, which adapter={self.adapter.kind} "
-                            f"edits / updates: what is trained above the block read gets no gradient; read at "
-                            f"block {edited[-1]} or higher (method.layer=null)")
         return int(layer)
 
     def hidden(self, inputs: Mapping[str, Any], role: str, layer: int | None) -> Any:
@@ -49,7 +45,11 @@ class AdapterAccess:
             with self.adapter.editing(inputs["positions"], role=role):
                 model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
 
-        return capture_block_output(model, self._layer(layer), call)
+        layer = self._layer(layer)
+        # Stop after the block read unless edited blocks lie above it: their gates still run and
+        # learn from the gate loss (the official GRUN code reads below its last edited block).
+        edited = self.adapter.edited_layers()
+        return capture_block_output(model, layer, call, stop=not edited or layer >= edited[-1])
 
     def reference_hidden(self, inputs: Mapping[str, Any], layer: int | None) -> Any:
         return self.adapter.reference_hidden(inputs, self._layer(layer))
