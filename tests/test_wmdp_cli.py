@@ -79,7 +79,7 @@ def test_unlearn_wmdp_rmu(adapter: str, corpora: Path, tmp_path: Path, clean_env
     assert card["method"] == "rmu" and card["status"] == "complete"
     if adapter == "grun":
         assert card["config"]["adapter"]["gate"] == "mlp" and card["config"]["adapter"]["gate_weight"] == 100.0
-        assert card["config"]["method"]["positions"] == "labels"
+        assert card["config"]["method"]["positions"] == "all"  # model.rmu.grun_positions of tiny
         assert 0.0 <= metrics["gate_forget_mean"] <= 1.0 and "gate_auc" in metrics
         data = tmp_path / "data"  # local question files where GRUN_DATA_DIR points
         for name in ("wmdp/bio_test.jsonl", "wmdp/cyber_test.jsonl", "mmlu/mmlu_sample500.jsonl"):
