@@ -50,20 +50,33 @@ def main() -> None:
         with initialize_config_dir(str(config_dir()), version_base=None):
             cfg = compose("unlearn", overrides=["data=wmdp", "method=rmu", "adapter=grun", "logger=none",
                                                 f"model.device={args.device}"])
-        source = make_source(cfg.data, data_root=cfg.paths.data_dir)
-        loaded = load_model(ensure_target(cfg), source.tokenizer_corpus, cfg.paths.cache_dir)
+            source = make_source(cfg.data, data_root=cfg.paths.data_dir)
+            loaded = load_model(ensure_target(cfg), source.tokenizer_corpus, cfg.paths.cache_dir)
         model, tokenizer, add_bos = loaded.model, loaded.tokenizer, True
         adapter = make_adapter(model, cfg.adapter, model_layers=cfg.model.grun_layers)
     device = resolve_device(args.device)
     torch.set_grad_enabled(False)
     eval_cfg = {"tasks": args.tasks.split(","), "limit": args.limit, "task_source": "local" if data_dir else "auto"}
 
-    def timed(name: str, lm) -> tuple[str, float, dict]:
+    def timed(name: str, lm) -> tuple[str, float, float, dict]:
+        """End-to-end q/s (lm-eval's task building included) and scoring-only q/s (the time
+        inside the model class's log-likelihood method)."""
+        score = lm._loglikelihood_tokens
+        spent = [0.0]
+
+        def wrapped(*a, **k):
+            t = time.perf_counter()
+            try:
+                return score(*a, **k)
+            finally:
+                spent[0] += time.perf_counter() - t
+
+        lm._loglikelihood_tokens = wrapped
         started = time.perf_counter()
         metrics, _ = run_tasks(lm, eval_cfg, data_dir)
         seconds = time.perf_counter() - started
         n = sum(v for k, v in metrics.items() if k.endswith("_n"))
-        return name, n / seconds, metrics
+        return name, n / seconds, n / spent[0], metrics
 
     base_model = adapter.model.get_base_model() if hasattr(adapter.model, "get_base_model") else adapter.model
     rows = [timed(f"grun, batch {args.batch_size}", make_lm(adapter.model, tokenizer, adapter,
@@ -73,11 +86,13 @@ def main() -> None:
                      add_bos_token=add_bos)
         rows.append(timed(f"lm-eval HFLM (no edit), batch {args.batch_size}", stock))
     rows.append(timed("grun, batch 1", make_lm(adapter.model, tokenizer, adapter, batch_size=1, add_bos=add_bos)))
-    print(f"\nmodel on {device}; tasks {args.tasks}, {args.limit} questions each; questions/s end to end")
-    first = rows[0][1]
-    for name, qps, metrics in rows:
+    print(f"\nmodel on {device}; tasks {args.tasks}, {args.limit} questions each")
+    print(f"  {'':<42} {'end to end':>12} {'scoring':>16}")
+    first, first_scoring = rows[0][1], rows[0][2]
+    for name, qps, scoring, metrics in rows:
         accs = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.endswith("_acc"))
-        print(f"  {name:<36} {qps:8.1f} q/s   {qps / first:5.2f}x   ({accs})")
+        print(f"  {name:<42} {qps:6.1f} q/s {qps / first:4.2f}x {scoring:7.1f} q/s {scoring / first_scoring:4.2f}x"
+              f"   ({accs})")
 
 
 if __name__ == "__main__":
