@@ -110,10 +110,8 @@ def check_evaluation(cfg: DictConfig, source: Any) -> None:
 
 def run_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
                    adapter: Any = None, tracker: Tracker | None = None, text_nll: bool = True) -> dict[str, Any]:
-    """The evaluation ``eval.kind`` names: tofu or lm_eval."""
-    check_evaluation(cfg, source)
-    kind = str(cfg.eval.get("kind", "tofu"))
-    if kind == "tofu":
+    """The evaluation ``eval.kind`` names: tofu or lm_eval (checked by check_evaluation first)."""
+    if str(cfg.eval.get("kind", "tofu")) == "tofu":
         metrics, ref_source = tofu_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source,
                                               adapter=adapter, tracker=tracker)
         return {**metrics, "forget_quality_reference": ref_source}
@@ -172,6 +170,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.run:
         card = _adopt_run(cfg, Path(str(cfg.run)))
     source = make_source(cfg.data, data_root=cfg.paths.data_dir)
+    check_evaluation(cfg, source)  # before loading any model
     if card is not None and card["command"] == "unlearn":
         from grun_cli.api import load_run
 

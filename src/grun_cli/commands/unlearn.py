@@ -103,11 +103,8 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                   pairing=str(cfg.pairing), seed=int(cfg.seed), idk_answers=idk_answers,
                                   encode=encode)
 
-    if source.kind == "text":  # gates and NLL on the held-out texts
-        probe_sets = {"forget": source.rows("forget_heldout"), "retain": source.rows("retain_heldout")}
-    else:
-        probe_sets = {"forget": spread(forget_rows, int(cfg.probe.max_rows)),
-                      "retain": spread(retain_rows, int(cfg.probe.max_rows))}
+    probe_sets = {} if source.kind == "text" else {  # text: the held-out texts, read by probe()
+        "forget": spread(forget_rows, int(cfg.probe.max_rows)), "retain": spread(retain_rows, int(cfg.probe.max_rows))}
     metrics: dict[str, Any] = probe(loaded.model, tokenizer, template, probe_sets, cfg, prefix="before_",
                                     source=source)
 
