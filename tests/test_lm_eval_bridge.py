@@ -162,3 +162,19 @@ def test_bos_where_training_had_it(sharp) -> None:
     assert ids[0, 0] == bos and ids[1, -2] == bos and mask[1, 0] == 0  # left-padded, BOS first
     plain = make_lm(sharp.model, sharp.tokenizer, None, batch_size=2, add_bos=False)
     assert plain.tok_encode("Answer:")[0] != bos
+
+
+def test_rolling_loglikelihood_scores_every_token_after_bos(sharp) -> None:
+    """Perplexity tasks: every token of the text is scored, given BOS (and never BOS itself)."""
+    from lm_eval.api.instance import Instance
+
+    text = "Question: Where was the author born?\nAnswer: In a small town by the river"
+    lm = make_lm(sharp.model, sharp.tokenizer, None, batch_size=2, add_bos=True)
+    got = lm.loglikelihood_rolling([Instance(request_type="loglikelihood_rolling", doc={}, arguments=(text,), idx=0)],
+                                   disable_tqdm=True)[0]
+    tok = sharp.tokenizer
+    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(sharp.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    expected = sum(logp[k, t].item() for k, t in enumerate(ids[1:]))
+    assert got == pytest.approx(expected, abs=1e-3)

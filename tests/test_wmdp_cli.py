@@ -42,12 +42,18 @@ def test_eval_wmdp_base_model(tmp_path: Path, clean_env) -> None:
 def test_eval_wmdp_of_a_grun_run(grun_gd_run, tmp_path: Path, clean_env) -> None:
     run, _ = grun_gd_run
     out = tmp_path / "eval"
-    r = grun("eval", f"run={run}", "eval=wmdp", "logger=none", *mcq_overrides(tmp_path), f"hydra.run.dir={out}",
-             env=clean_env)
+    env = {**clean_env, "WANDB_MODE": "offline"}
+    env.pop("WANDB_API_KEY", None)
+    r = grun("eval", f"run={run}", "eval=wmdp", "logger=wandb", *mcq_overrides(tmp_path), f"hydra.run.dir={out}",
+             env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     check_lm_eval_metrics(metrics)
     assert json.loads((out / "run_card.json").read_text())["model"]["adapter"] == "grun"
+    (wandb_run,) = (out / "wandb").glob("offline-run-*")  # per-task results reach W&B
+    (table,) = wandb_run.glob("files/media/table/lm_eval_*.table.json")
+    rows = {row[0]: row for row in json.loads(table.read_text())["data"]}
+    assert set(rows) == set(TASKS) and rows["mmlu"][1] == pytest.approx(metrics["mmlu_acc"]) and rows["mmlu"][3] == 8
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,10 @@ def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any
     atomic_write_json(out / "LM_EVAL.json", results)
     if tracker is not None:
         tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        sources = metrics["lm_eval_task_sources"]
+        tracker.table("lm_eval", ["task", "acc", "acc_stderr", "n", "questions from"],
+                      [[t, metrics.get(f"{t}_acc"), metrics.get(f"{t}_acc_stderr"), metrics.get(f"{t}_n"), src]
+                       for t, src in sources.items()])
     return metrics
 
 

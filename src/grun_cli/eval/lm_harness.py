@@ -83,6 +83,15 @@ class GrunLM(HFLM):
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
         return ids, mask
 
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        """Perplexity: lm-eval already puts the prefix token (BOS) before each window, so the
+        text itself is encoded without grun's BOS (else BOS-given-BOS would be scored)."""
+        saved, self._prepend_bos = self._prepend_bos, False
+        try:
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._prepend_bos = saved
+
     # -- log-likelihoods -------------------------------------------------------------------
     def _loglikelihood_tokens(self, requests: list[Any], disable_tqdm: bool = False,
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
