@@ -23,6 +23,9 @@ def test_wheel_carries_configs_and_composes(tmp_path: Path) -> None:
         names = set(z.namelist())
         z.extractall(tmp_path / "site")
     assert "grun_cli/conf/finetune.yaml" in names and "grun_cli/conf/model/tiny.yaml" in names
+    # lm-eval: the offline task configs, and the hook that registers `--model grun` at site root
+    assert {"grun_cli/eval/lm_tasks/wmdp_bio_local.yaml", "grun_cli/eval/lm_tasks/_wmdp_template_yaml",
+            "grun_cli/eval/lm_tasks/local_data.py", "grun_cli_lm_eval.pth"} <= names
     # Run from the unpacked wheel, ahead of the editable install, from an unrelated folder.
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     probe = subprocess.run(
