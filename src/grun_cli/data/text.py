@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from grun_cli.errors import GrunError
+from grun_cli.errors import GrunError, first_line
 from grun_cli.io_utils import read_jsonl
 from grun_cli.logprobs import IGNORE_INDEX
 
@@ -118,17 +118,19 @@ class TextSource:
             ds = datasets.load_dataset(hub, spec.get("hub_name"), split=spec.get("hub_split") or "train")
         except Exception as e:  # offline, gated, unknown config
             raise GrunError(f"cannot load corpus '{name}' from the Hub ({hub}, {spec.get('hub_name')}): "
-                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Offline? Put "
+                            f"{type(e).__name__}: {first_line(e)}. Offline? Put "
                             f"{file or name + '.jsonl'} in data.local_dir (or GRUN_DATA_DIR/wmdp)") from e
         return [r.get(spec.get("hub_field") or "text") for r in ds], f"{hub}/{spec.get('hub_name')}"
 
-    def _corpus_rows(self, names: Sequence[str], heldout: bool, corpus_offset: int) -> list[Row]:
+    def _corpus_rows(self, forget: bool, heldout: bool) -> list[Row]:
+        """Training or held-out rows of the forget or retain corpora; forget rows carry their
+        corpus's position in data.forget_corpora as corpus_id, retain rows -1."""
         rows: list[Row] = []
-        for k, name in enumerate(names):
+        for k, name in enumerate(self.forget_corpora if forget else self.retain_corpora):
             texts = self._load(name)
             cut = len(texts) - self.heldout
             part = range(cut, len(texts)) if heldout else range(cut)
-            rows.extend({"text": texts[i], "corpus": name, "corpus_id": corpus_offset + k, "index": i}
+            rows.extend({"text": texts[i], "corpus": name, "corpus_id": k if forget else -1, "index": i}
                         for i in part)
         return rows
 
@@ -145,12 +147,7 @@ class TextSource:
         split = self.resolve(split)
         if split == "full":
             return self.rows("forget") + self.rows("retain")
-        forget = split.startswith("forget")
-        names = self.forget_corpora if forget else self.retain_corpora
-        rows = self._corpus_rows(names, split.endswith("_heldout"), 0)
-        if not forget:
-            for r in rows:
-                r["corpus_id"] = -1
+        rows = self._corpus_rows(split.startswith("forget"), split.endswith("_heldout"))
         if not rows:
             raise GrunError(f"text split '{split}' is empty; lower data.heldout")
         return rows

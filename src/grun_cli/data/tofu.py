@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from grun_cli.data.source import QASource, Row
-from grun_cli.errors import GrunError
+from grun_cli.errors import GrunError, first_line
 from grun_cli.io_utils import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class TofuSource(QASource):
         except Exception as e:  # network, auth, unknown config: all mean "cannot get it"
             raise GrunError(
                 f"cannot load TOFU split '{split}' from the Hub ({self.hub_id}): "
-                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Offline? Set "
+                f"{type(e).__name__}: {first_line(e)}. Offline? Set "
                 "data.local_dir (or GRUN_DATA_DIR) to a folder holding TOFU's JSON files"
             ) from e
         return [dict(r) for r in ds]

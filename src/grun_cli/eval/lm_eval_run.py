@@ -9,6 +9,7 @@ are grun's copies with the same prompt format on local files (``lm_tasks/*_local
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from grun_cli.errors import GrunError
+from grun_cli.errors import GrunError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,21 @@ def resolve_tasks(tasks: list[str], source: str, files: Mapping[str, str] | None
     return specs, names, origins
 
 
+def resolve_configured(eval_cfg: Mapping[str, Any], data_dir: str | None) -> tuple[list[Any], dict[str, str], dict[str, str]]:
+    """resolve_tasks on the eval config's tasks, task_source and files."""
+    return resolve_tasks(list(eval_cfg.get("tasks") or []), str(eval_cfg.get("task_source", "auto")),
+                         eval_cfg.get("files"), data_dir)
+
+
+@functools.lru_cache(maxsize=1)
+def task_manager() -> Any:
+    """lm-eval's task index with grun's local tasks; built once per process (it reads every
+    task YAML lm-eval ships, seconds of work), shared by the pre-training check and the run."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(TASK_DIR))
+
+
 def local_task_config(task: str, path: Path) -> dict[str, Any]:
     """The shipped ``<task>_local.yaml`` (includes and !function resolved) reading ``path``."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -90,20 +106,18 @@ def run_tasks(lm: Any, eval_cfg: Mapping[str, Any], data_dir: str | None,
     per-task results (JSON-ready)."""
     import lm_eval
     import torch
-    from lm_eval.tasks import TaskManager
 
-    specs, names, origins = resolve_tasks(list(eval_cfg.get("tasks") or []), str(eval_cfg.get("task_source", "auto")),
-                                          eval_cfg.get("files"), data_dir)
+    specs, names, origins = resolve_configured(eval_cfg, data_dir)
     log.info("lm-eval tasks: %s", ", ".join(f"{k} ({v})" for k, v in origins.items()))
     started = time.time()
     try:
         results = lm_eval.simple_evaluate(
-            model=lm, tasks=specs, task_manager=TaskManager(include_path=str(TASK_DIR)),
+            model=lm, tasks=specs, task_manager=task_manager(),
             num_fewshot=eval_cfg.get("num_fewshot"), limit=eval_cfg.get("limit"),
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
             bootstrap_iters=int(eval_cfg.get("bootstrap_iters", 1000)), log_samples=False)
     except (FileNotFoundError, ConnectionError, OSError) as e:
-        raise GrunError(f"lm-eval could not load a task's data: {first_line(e)}; offline, use "
+        raise GrunError(f"lm-eval could not load a task's data: {first_line(e) or type(e).__name__}; offline, use "
                         "eval.task_source=local (or set GRUN_DATA_DIR)") from e
     except torch.OutOfMemoryError as e:
         raise GrunError(f"out of memory in lm-eval at batch size {lm.batch_size}: lower eval.batch_size") from e
@@ -148,20 +162,12 @@ def task_metrics(task: str, res: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def check_tasks(eval_cfg: Mapping[str, Any], data_dir: str | None) -> None:
     """Fail before any training: unknown task names, missing local question files."""
-    from lm_eval.tasks import TaskManager
-
-    specs, _, _ = resolve_tasks(list(eval_cfg.get("tasks") or []), str(eval_cfg.get("task_source", "auto")),
-                                eval_cfg.get("files"), data_dir)
+    specs, _, _ = resolve_configured(eval_cfg, data_dir)
     names = [s for s in specs if isinstance(s, str)]
     if names:
-        known = set(TaskManager(include_path=str(TASK_DIR)).all_tasks)
+        known = set(task_manager().all_tasks)
         unknown = [n for n in names if n not in known]
         if unknown:
             raise GrunError(f"eval.tasks: unknown lm-eval task(s) {unknown}; `lm-eval ls tasks` lists them")
