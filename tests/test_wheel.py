@@ -26,6 +26,10 @@ def test_wheel_carries_configs_and_composes(tmp_path: Path) -> None:
     # lm-eval: the offline task configs, and the hook that registers `--model grun` at site root
     assert {"grun_cli/eval/lm_tasks/wmdp_bio_local.yaml", "grun_cli/eval/lm_tasks/_wmdp_template_yaml",
             "grun_cli/eval/lm_tasks/local_data.py", "grun_cli_lm_eval.pth"} <= names
+    # grun sweep: the Optuna sweeper in Hydra's plugin namespace (no __init__ at its root), its config
+    assert {"hydra_plugins/grun_optuna_sweeper/optuna_sweeper.py", "grun_cli/conf/tune.yaml",
+            "grun_cli/conf/hydra/sweeper/grun_optuna.yaml", "grun_cli/conf/sweep/tofu_npo_grun.yaml"} <= names
+    assert "hydra_plugins/__init__.py" not in names
     # Run from the unpacked wheel, ahead of the editable install, from an unrelated folder.
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     probe = subprocess.run(
@@ -42,3 +46,9 @@ def test_wheel_carries_configs_and_composes(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "mistralai/Mistral-7B-v0.1" in r.stdout
+    r = subprocess.run(
+        [sys.executable, "-m", "grun_cli", "sweep", "sweep=tofu_npo_grun", "--cfg", "hydra"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "hydra_plugins.grun_optuna_sweeper.optuna_sweeper.GrunOptunaSweeper" in r.stdout

@@ -92,6 +92,10 @@ def run_command(command: Command, overrides: Sequence[str]) -> Any:
 
     module_name, func_name = command.target.split(":")
     fn = getattr(importlib.import_module(module_name), func_name)
+    modes = {"-m", "--multirun", "-c", "--cfg", "--info", "-i", "--help", "-h", "--hydra-help", "-r", "--run",
+             "--shell-completion", "-sc"}
+    if command.multirun and not modes & set(overrides):  # Hydra takes one mode flag at most
+        overrides = ["--multirun", *overrides]
     sys.argv = [f"grun {command.name}", *overrides]
     app = hydra.main(
         version_base="1.3", config_path=str(config_dir()), config_name=command.config_name

@@ -40,6 +40,16 @@ class Tracker:
         except Exception as e:  # tracking must never break a run
             log.warning("W&B summary update failed: %s", e)
 
+    def image(self, name: str, path: Path) -> None:
+        if self.run is None or not Path(path).is_file():
+            return
+        try:
+            import wandb
+
+            self.run.log({name: wandb.Image(str(path))})
+        except Exception as e:
+            log.warning("W&B image %s failed: %s", name, e)
+
     def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
         if self.run is None or not rows:
             return
@@ -82,7 +92,7 @@ def start_tracking(
         group=logger_cfg.get("group"),
         tags=list(logger_cfg.get("tags") or []),
         name=name,
-        job_type=job_type,
+        job_type=logger_cfg.get("job_type") or job_type,  # a sweep's trials say job_type=trial
         dir=str(run_dir),
         config=dict(config),
     )
