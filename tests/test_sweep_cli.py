@@ -33,7 +33,9 @@ def trials(sweep: Path) -> list[dict]:
 @pytest.mark.slow
 def test_grid_sweep_records_a_failing_trial_and_goes_on(clean_env: dict[str, str], tmp_path: Path) -> None:
     sweep = tmp_path / "grid"
-    r = grun("sweep", *QUICK, "adapter.layers=[2,3],[9]", f"hydra.sweep.dir={sweep}", env=clean_env)
+    env = {**clean_env, "WANDB_MODE": "offline"}
+    env.pop("WANDB_API_KEY", None)
+    r = grun("sweep", *QUICK, "logger=wandb", "adapter.layers=[2,3],[9]", f"hydra.sweep.dir={sweep}", env=env)
     assert r.returncode == 0, r.stderr[-4000:]
     ok, bad = trials(sweep)
     assert (ok["number"], ok["status"], ok["params"]) == (0, "complete", {"adapter.layers": "[2,3]"})
@@ -56,6 +58,13 @@ def test_grid_sweep_records_a_failing_trial_and_goes_on(clean_env: dict[str, str
     assert "selection: highest forget_quality among complete trials" in r.stdout
     assert "trial 1 failed: adapter.layers=[9]" in r.stdout
     assert json.loads((sweep / "sweep.json").read_text())["overrides"][-1] == "adapter.layers=[2,3],[9]"
+    # W&B: one run per trial (job_type trial) in the sweep's group, and a summary run with the table
+    (trial_run,) = (sweep / "0" / "wandb").glob("offline-run-*/*.wandb")
+    assert b"sweep-grid" in trial_run.read_bytes() and b"trial" in trial_run.read_bytes()
+    (summary,) = (sweep / "wandb").glob("offline-run-*")
+    (table,) = summary.glob("files/media/table/trials_*.table.json")
+    rows = json.loads(table.read_text())["data"]
+    assert [(row[0], row[2]) for row in rows] == [(0, "complete"), (1, "failed")]
 
 
 @pytest.mark.slow
@@ -144,6 +153,7 @@ def test_submitit_local_executor_with_all_trials_failing(clean_env: dict[str, st
     (["sweep=optuna", "train.lr=choice(1e-3,4e-3)", "hydra.sweeper.objectives=[forget,utility]"],
      "sampler=tpe optimises one objective"),
     (["sweep.objective.forget.direction=up"], "direction=up is not one of maximize, minimize"),
+    (["eval.enabled=false"], "sweep.objective.forget reads forget_quality, which only the evaluation measures"),
 ])
 def test_bad_sweep_settings_fail_before_anything_loads(clean_env: dict[str, str], tmp_path: Path,
                                                        args: list[str], message: str) -> None:

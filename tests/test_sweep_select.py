@@ -153,3 +153,28 @@ def test_trial_threads() -> None:
     assert trial_threads(3, 2) == 3
     with pytest.raises(GrunError, match="sweep.threads=0"):
         trial_threads(0, 1)
+
+
+def test_references_wanted_and_given(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from grun_cli.sweep.references import adopt_target, wanted
+
+    def cfg(model: str = "tiny", references: object = "auto", enabled: bool = True):
+        return OmegaConf.create({"model": {"name": model}, "eval": {"enabled": enabled},
+                                 "sweep": {"references": references}})
+
+    slurm = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert wanted(cfg(), "BasicLauncher") and wanted(cfg(), slurm)  # the tiny model is cheap anywhere
+    assert not wanted(cfg("llama3.1"), slurm)  # a login node must not load an 8B model
+    assert wanted(cfg("llama3.1", True), slurm) and wanted(cfg("llama3.1"), "JoblibLauncher")
+    assert not wanted(cfg(references=False), "BasicLauncher") and not wanted(cfg(enabled=False), "BasicLauncher")
+
+    with pytest.raises(GrunError, match="not a completed `grun eval` run folder"):
+        adopt_target(tmp_path / "nothing", tmp_path / "target")
+    given = tmp_path / "eval"
+    given.mkdir()
+    (given / "metrics.json").write_text('{"model_utility": 0.5}')
+    (given / "run_card.json").write_text('{"command": "eval"}')
+    adopt_target(given, tmp_path / "sweep" / "references" / "target")
+    assert json.loads((tmp_path / "sweep" / "references" / "target" / "metrics.json").read_text())["model_utility"] == 0.5

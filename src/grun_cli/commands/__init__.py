@@ -12,6 +12,7 @@ class Command:
     target: str  # "module:function" taking the composed DictConfig
     summary: str
     example: str
+    multirun: bool = False  # always a Hydra multirun (grun sweep)
 
 
 COMMANDS: dict[str, Command] = {
@@ -38,6 +39,22 @@ COMMANDS: dict[str, Command] = {
             target="grun_cli.commands.eval:evaluate",
             summary="TOFU metrics (forget quality, model utility, ...) of a run or a model",
             example="grun eval run=outputs/unlearn/<timestamp>",
+        ),
+        Command(
+            name="report",
+            config_name="report",
+            target="grun_cli.commands.report:report",
+            summary="paper-style tables (md, csv, tex) and plots from run folders or a sweep directory",
+            example="grun report 'runs=[outputs/unlearn/*]'",
+        ),
+        Command(
+            name="sweep",
+            config_name="tune",
+            target="grun_cli.commands.sweep:trial",
+            summary="hyperparameter search over grun unlearn (grid or Optuna; local, joblib or Slurm), "
+            "selection rule -> best.json",
+            example="grun sweep sweep=tofu_npo_grun data=tofu",
+            multirun=True,
         ),
     ]
 }

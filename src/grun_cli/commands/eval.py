@@ -53,7 +53,7 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
     reference, ref_source = resolve_reference(cfg, evaluate_reference)
     metrics: dict[str, Any] = summarise(logs, reference)
     if adapter is not None:
-        metrics.update(gate_report(adapter, tokenizer, template, sets))
+        metrics.update(gate_report(adapter, tokenizer, template, sets, save_to=out))
     metrics["eval_time_s"] = round(time.time() - started, 1)
     write_logs(out / LOG_FILE, logs)
     if tracker is not None:
@@ -83,7 +83,7 @@ def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any
     if adapter is not None and source.kind == "text":
         from grun_cli.eval.gates import text_gate_report
 
-        metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length))
+        metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length, save_to=out))
     lm = make_lm(model, tokenizer, adapter, batch_size=cfg.eval.batch_size, add_bos=template.add_bos,
                  max_length=cfg.eval.get("max_length"))
     task_metrics, results = run_tasks(lm, cfg.eval, cfg.paths.data_dir, seed=int(cfg.seed))

@@ -145,9 +145,10 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
             metrics.update(run_evaluation(cfg, out, model=adapter.model, tokenizer=tokenizer, source=source,
                                           adapter=adapter, tracker=tracker, text_nll=False))  # probed above
         elif source.kind == "text":
-            metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length))
+            metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length, save_to=out))
         else:  # gate diagnostics on the probe rows instead of TOFU's evaluation sets
-            metrics.update(gate_report(adapter, tokenizer, template, {k: v for k, v in probe_sets.items() if v}))
+            metrics.update(gate_report(adapter, tokenizer, template, {k: v for k, v in probe_sets.items() if v},
+                                       save_to=out))
         metrics.update(efficiency)
         metrics["train_steps"] = trainer.state.global_step
         metrics["wall_time_s"] = round(time.time() - started, 1)

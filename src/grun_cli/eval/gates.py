@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from grun_cli.models.template import PromptTemplate
+
+#: Per-prompt gate values in a run folder, for `grun report`'s distributions:
+#: {"layers": [2, 3], "sets": {"forget": [[g_layer2, g_layer3], ...one list per prompt], ...}}
+GATES_FILE = "GATES.json"
 
 
 def gate_values(adapter: Any, tokenizer: Any, template: PromptTemplate, questions: Sequence[str],
@@ -47,12 +52,14 @@ def gate_values_for_ids(adapter: Any, prompts: Sequence[list[int]], pad_id: int,
 
 def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
                 sets: dict[str, Sequence[dict[str, Any]]],
-                prompt_ids: Callable[[dict[str, Any]], list[int]] | None = None) -> dict[str, float]:
+                prompt_ids: Callable[[dict[str, Any]], list[int]] | None = None, *,
+                save_to: Path | None = None) -> dict[str, float]:
     """Mean gate per layer on each set's prompts, and the ROC AUC of the gate (mean over
     layers, and per layer) separating forget prompts from all the others. {} without a gate.
 
     ``prompt_ids`` maps a row to its tokenized prompt (default: the question in the template;
-    text corpora pass the text up to its cut)."""
+    text corpora pass the text up to its cut). ``save_to``: a run folder that also gets the
+    per-prompt values as GATES.json, since means and an AUC hide how the gate splits."""
     from grun_cli.eval.tofu_metrics import roc_auc
 
     if prompt_ids is None:
@@ -62,6 +69,11 @@ def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
               for k, rows in sets.items()}
     if any(v is None for v in values.values()):
         return {}
+    if save_to is not None:
+        from grun_cli.io_utils import atomic_write_json
+
+        atomic_write_json(Path(save_to) / GATES_FILE, {"layers": list(adapter.layers),
+                                                       "sets": {k: g.tolist() for k, g in values.items()}})
     out: dict[str, float] = {}
     for key, g in values.items():
         out[f"gate_{key}_mean"] = g.mean().item()
@@ -78,7 +90,7 @@ def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
 
 
 def text_gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate, source: Any,
-                     max_length: int) -> dict[str, float]:
+                     max_length: int, *, save_to: Path | None = None) -> dict[str, float]:
     """gate_report on a text source's held-out forget / retain texts, each read up to its cut
     (where the edit sits)."""
     def prompt_ids(row: dict[str, Any]) -> list[int]:
@@ -86,4 +98,4 @@ def text_gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate, sou
         return feat["input_ids"][: feat["prompt_len"]]
 
     sets = {"forget": source.rows("forget_heldout"), "retain": source.rows("retain_heldout")}
-    return gate_report(adapter, tokenizer, template, sets, prompt_ids=prompt_ids)
+    return gate_report(adapter, tokenizer, template, sets, prompt_ids=prompt_ids, save_to=save_to)

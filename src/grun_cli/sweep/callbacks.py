@@ -32,6 +32,21 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
+#: metrics a trial has without its final evaluation (the probe before / after, and gates)
+_PROBE_PREFIXES = ("before_", "after_", "gate_", "trainable_", "train_", "wall_time")
+
+
+def _check_metrics_exist(job: DictConfig, objective: dict[str, Any]) -> None:
+    """An objective read from the evaluation needs the evaluation: refuse eval.enabled=false
+    with one (every trial would fail after training)."""
+    if job.eval.get("enabled", True):
+        return
+    for name, obj in objective.items():
+        if not obj.metric.startswith(_PROBE_PREFIXES):
+            raise GrunError(f"sweep.objective.{name} reads {obj.metric}, which only the evaluation measures; "
+                            "drop eval.enabled=false, or read a probe metric such as after_forget_answer_prob")
+
+
 def _check_sweeper(config: DictConfig, sweep_dir: Path) -> None:
     """grun's Optuna sweeper: its settings and search space, and that a study already in the
     sweep directory has the same space, before the references or any trial load a model."""
@@ -49,7 +64,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from grun_cli.io_utils import atomic_write_json
         from grun_cli.sweep.records import SWEEP_FILE, read_sweep
-        from grun_cli.sweep.references import ensure_references
+        from grun_cli.sweep.references import ensure_references, wanted
         from grun_cli.sweep.select import Objective
         from grun_cli.sweep.summary import check_select
 
@@ -60,6 +75,7 @@ class SweepCallback(Callback):
             if set(objective) != {"forget", "utility"}:
                 raise GrunError(f"sweep.objective has {sorted(objective)}; it needs exactly forget and utility")
             check_select(job.select)
+            _check_metrics_exist(job, objective)
             _check_sweeper(config, sweep_dir)
             previous = read_sweep(sweep_dir)
             overrides = list(config.hydra.overrides.task)
@@ -72,7 +88,7 @@ class SweepCallback(Callback):
                 "started": previous.get("started") or time.strftime("%Y-%m-%d %H:%M:%S"),
                 "continued": [*previous.get("continued", []), time.strftime("%Y-%m-%d %H:%M:%S")] if previous else [],
             })
-            if job.sweep.get("references", True) and job.eval.get("enabled", True):
+            if job.select.get("target") or wanted(job, str(config.hydra.launcher.get("_target_"))):
                 ensure_references(job, sweep_dir)
         except GrunError as e:
             _fail(str(e))

@@ -68,6 +68,35 @@ def retain_from_logs(cfg: DictConfig, target_dir: Path, out: Path) -> bool:
     return True
 
 
+def adopt_target(given: str | Path, target: Path) -> None:
+    """``select.target``: a `grun eval` run folder of the target model, measured elsewhere
+    (e.g. on a GPU node before a Slurm sweep), copied in as the sweep's target reference."""
+    from grun_cli.errors import GrunError
+
+    src = Path(given).expanduser()
+    if not (src / "metrics.json").is_file() or not (src / "run_card.json").is_file():
+        raise GrunError(f"select.target={given}: not a completed `grun eval` run folder (no metrics.json / "
+                        "run_card.json); run `grun eval` on the target model first")
+    if (src / "FAILED").exists():
+        raise GrunError(f"select.target={given}: that evaluation failed; rerun `grun eval` on the target model")
+    if src.resolve() != target.resolve():
+        shutil.copytree(src, target, dirs_exist_ok=True)
+
+
+def wanted(cfg: DictConfig, launcher_target: str) -> bool:
+    """Whether the sweep's start should evaluate the target itself: ``sweep.references``
+    true / false, or auto = yes unless the trials go to Slurm with a model that is not the
+    tiny one (then the submitting login node would load it: give select.target instead)."""
+    setting = cfg.sweep.get("references", "auto")
+    if not cfg.eval.get("enabled", True) or setting is False:
+        return False
+    if setting == "auto" and "Slurm" in launcher_target and cfg.model.name != "tiny":
+        log.warning("Slurm sweep of model=%s: the target is not evaluated on this node; without select.target "
+                    "the selection has no utility bar", cfg.model.name)
+        return False
+    return True
+
+
 def ensure_references(cfg: DictConfig, sweep_dir: Path) -> dict[str, Path]:
     """``{role: eval run folder}`` for the target (and, for the tiny TOFU model, the retain
     model) in ``<sweep>/references``; reused when present, cached across sweeps for tiny."""
@@ -75,6 +104,8 @@ def ensure_references(cfg: DictConfig, sweep_dir: Path) -> dict[str, Path]:
 
     refs = Path(sweep_dir) / REFERENCES
     target = refs / "target"
+    if cfg.get("select", {}).get("target"):
+        adopt_target(cfg.select.target, target)
     if not _cached(target):
         cache = None
         if cfg.model.name == "tiny" and not cfg.model.get("name_or_path"):
