@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -96,12 +97,33 @@ def test_missing_reference_is_one_clear_line(grun_gd_run, clean_env: dict[str, s
 def test_retain_logs_option_and_openunlearning_format(grun_gd_run, clean_env: dict[str, str],
                                                       tmp_path: Path) -> None:
     out, _ = grun_gd_run
-    # an OpenUnlearning-style reference: string indices, {"score": tr}, other metrics alongside
-    ou = {"forget_truth_ratio": {"agg_value": 0.6, "value_by_index": {
-        str(i): {"score": 0.5 + i / 100} for i in range(40)}},
-        "forget_Q_A_Prob": {"agg_value": 0.1, "value_by_index": {}}}
+    from grun_cli.data import make_source
+
+    card = json.loads((out / "run_card.json").read_text())
+    forget = make_source(card["config"]["data"]).rows("forget05_perturbed")
+    # an OpenUnlearning-written reference: string indices, {"score": tr}, other metrics alongside,
+    # and each ROUGE entry's input the whole prompt in the model's chat template
+    chat = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant."
+            "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{q}<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+    def ou_log(questions: list[str]) -> dict:
+        return {"forget_truth_ratio": {"agg_value": 0.6, "value_by_index": {
+                    str(i): {"score": 0.5 + i / 100} for i in range(40)}},
+                "forget_Q_A_Prob": {"agg_value": 0.1, "value_by_index": {}},
+                "forget_Q_A_ROUGE": {"agg_value": 0.2, "value_by_index": {
+                    str(r["index"]): {"rougeL_recall": 0.2, "input": chat.format(q=q), "ground_truth": r["answer"],
+                                      "generation": "I don't know."} for r, q in zip(forget, questions, strict=True)}}}
+
     (tmp_path / "ou").mkdir()
-    (tmp_path / "ou" / "TOFU_EVAL.json").write_text(json.dumps(ou))
+    (tmp_path / "ou" / "TOFU_EVAL.json").write_text(json.dumps(ou_log([r["question"] for r in forget])))
+    shifted = [r["question"] for r in forget[1:] + forget[:1]]  # the retain logs of other questions
+    (tmp_path / "other.json").write_text(json.dumps(ou_log(shifted)))
+    started = time.time()
+    r = grun("eval", f"run={out}", "logger=none", f"eval.retain_logs={tmp_path / 'other.json'}",
+             f"hydra.run.dir={tmp_path / 'other'}", env=clean_env)
+    assert r.returncode == 2 and "made for another forget set" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "other" / "TOFU_EVAL.json").exists() and time.time() - started < 60  # before evaluating
     r = grun("eval", f"run={out}", "logger=none", f"eval.retain_logs={tmp_path / 'ou'}", "eval.max_new_tokens=10",
              f"hydra.run.dir={tmp_path / 'run'}", env=clean_env)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -179,3 +201,16 @@ def test_eval_max_rows_must_be_positive() -> None:
     assert {k: len(v) for k, v in eval_sets(src, 5).items()} == {"forget": 5, "retain": 5, "ra": 5, "wf": 5}
     with pytest.raises(GrunError, match="eval.max_rows=0"):
         eval_sets(src, 0)
+
+
+def test_same_question_matches_grun_and_openunlearning_inputs() -> None:
+    from grun_cli.eval.tofu import check_reference_questions, same_question
+
+    q = "Who wrote  'The River'?"
+    assert same_question(q, "Who wrote 'The River'?")  # whitespace is not a difference
+    assert same_question(q, "<|user|>\nWho wrote 'The River'?</s>\n<|assistant|>\n")
+    assert not same_question(q, "Who wrote 'The Sea'?") and not same_question("", "anything")
+    ref = {"forget_Q_A_ROUGE": {"value_by_index": {"3": {"input": "[INST] Who wrote 'The Sea'? [/INST]"}}}}
+    check_reference_questions({"4": q}, ref)  # no entry at that index: nothing to compare
+    with pytest.raises(GrunError, match="question 3 is .*The Sea.* made for another forget set"):
+        check_reference_questions({"3": q}, ref)

@@ -41,20 +41,20 @@ COMMANDS: dict[str, Command] = {
             example="grun eval run=outputs/unlearn/<timestamp>",
         ),
         Command(
-            name="report",
-            config_name="report",
-            target="grun_cli.commands.report:report",
-            summary="paper-style tables (md, csv, tex) and plots from run folders or a sweep directory",
-            example="grun report 'runs=[outputs/unlearn/*]'",
-        ),
-        Command(
             name="sweep",
             config_name="tune",
             target="grun_cli.commands.sweep:trial",
             summary="hyperparameter search over grun unlearn (grid or Optuna; local, joblib or Slurm), "
             "selection rule -> best.json",
-            example="grun sweep sweep=tofu_npo_grun data=tofu",
+            example="grun sweep sweep=tofu_npo_grun",
             multirun=True,
+        ),
+        Command(
+            name="report",
+            config_name="report",
+            target="grun_cli.commands.report:report",
+            summary="paper-style tables (md, csv, tex) and plots from run folders or a sweep directory",
+            example="grun report 'runs=[outputs/unlearn/*]'",
         ),
     ]
 }

@@ -155,20 +155,38 @@ def forget_ratios(logs: Mapping[str, Any], key: str = "forget_truth_ratio") -> d
             if v and v.get("score") is not None}
 
 
-def check_same_questions(logs: Mapping[str, Any], reference: Mapping[str, Any]) -> None:
-    """Refuse a reference whose forget questions differ from ours at the same indices (e.g.
-    logs of another forget split). Needs the questions, which ROUGE entries carry."""
+def _plain(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def same_question(question: str, logged_input: str) -> bool:
+    """Whether a log entry's ``input`` is this question: the question itself (grun's logs) or
+    a formatted prompt that contains it (OpenUnlearning's logs store the prompt with the
+    model's chat template and system prompt around the question)."""
+    q, logged = _plain(question), _plain(logged_input)
+    return q == logged or (bool(q) and q in logged)
+
+
+def check_reference_questions(questions: Mapping[str, str], reference: Mapping[str, Any]) -> None:
+    """Refuse a retain reference whose forget questions differ from ``questions``
+    (``{row index: question}``) at the same indices, e.g. logs of another forget split.
+    Needs the questions, which the reference's ROUGE entries carry."""
     from grun_cli.errors import GrunError
 
-    mine = (logs.get("forget_Q_A_ROUGE") or {}).get("value_by_index") or {}
     ref = (reference.get("forget_Q_A_ROUGE") or {}).get("value_by_index") or {}
-    for idx, entry in mine.items():
-        other = ref.get(idx)
-        if other and other.get("input") is not None and other.get("input") != entry.get("input"):
+    for idx, question in questions.items():
+        other = ref.get(str(idx))
+        if other and other.get("input") is not None and not same_question(question, other["input"]):
             raise GrunError(
-                f"the retain reference's forget question {idx} is {other['input'][:60]!r}, ours is "
-                f"{entry['input'][:60]!r}: it was made for another forget set; give the retain logs "
+                f"the retain reference's forget question {idx} is {_plain(other['input'])[-80:]!r}, ours is "
+                f"{question[:60]!r}: it was made for another forget set; give the retain logs "
                 "for this data.forget_split (retain99/95/90 for forget01/05/10)")
+
+
+def check_same_questions(logs: Mapping[str, Any], reference: Mapping[str, Any]) -> None:
+    """check_reference_questions with the questions of our own logs."""
+    mine = (logs.get("forget_Q_A_ROUGE") or {}).get("value_by_index") or {}
+    check_reference_questions({idx: entry["input"] for idx, entry in mine.items() if "input" in entry}, reference)
 
 
 def summarise(logs: Logs, reference: Mapping[str, Any] | None) -> dict[str, float | None]:
