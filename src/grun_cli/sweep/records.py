@@ -43,6 +43,17 @@ def _trial_folders(sweep_dir: Path) -> list[Path]:
     return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
+def _hydra_overrides(folder: Path) -> list[str]:
+    """The overrides Hydra recorded for a trial (its settings, even when it never finished)."""
+    import yaml
+
+    try:
+        got = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in got] if isinstance(got, list) else []
+
+
 def read_trials(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every trial of a sweep directory. A folder that has a Hydra config but no trial.json
     is reported as interrupted, so a killed trial never looks like a finished one."""
@@ -57,9 +68,11 @@ def read_trials(sweep_dir: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 log.warning("%s is not valid JSON; counting the trial as interrupted", path)
         if (folder / ".hydra").is_dir():
+            overrides = _hydra_overrides(folder)
             trials.append({"number": int(folder.name), "run_dir": folder.name, "status": "interrupted",
-                           "reason": "no trial.json: the trial was killed before it finished", "params": {},
-                           "metrics": {}, "objectives": {}})
+                           "reason": "no trial.json: the trial was killed before it finished",
+                           "params": swept_params(overrides, read_sweep(sweep_dir).get("overrides", [])),
+                           "overrides": overrides, "metrics": {}, "objectives": {}})
     return trials
 
 
