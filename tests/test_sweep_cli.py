@@ -98,6 +98,8 @@ def test_optuna_sweep_killed_continues_and_extends(clean_env: dict[str, str], tm
     proc.send_signal(signal.SIGKILL)  # pre-emption: no chance to clean up
     proc.wait(timeout=60)
     assert (sweep / "0" / "trial.json").is_file() and not (sweep / "1" / "trial.json").exists()
+    partial = json.loads((sweep / "best.json").read_text())  # the selection so far, marked partial
+    assert partial["finished"] is False and partial["cells"]["npo/grun"]["trials"] == 1
     killed = yaml.safe_load((sweep / "1" / ".hydra" / "overrides.yaml").read_text())
 
     r = grun(*_sweep_cmd(sweep, 3), env=clean_env)  # the same command continues the study
@@ -105,6 +107,7 @@ def test_optuna_sweep_killed_continues_and_extends(clean_env: dict[str, str], tm
     got = trials(sweep)
     assert [(t["number"], t["status"]) for t in got] == [(0, "complete"), (1, "interrupted"), (2, "complete"),
                                                          (3, "complete")]
+    assert json.loads((sweep / "best.json").read_text())["finished"] is True
     retried = got[2]["params"]  # the interrupted trial's settings are asked again first
     assert [f"{k}={v}" for k, v in retried.items()] == [o for o in killed if o.split("=")[0] in retried]
     assert len({json.dumps(t["params"], sort_keys=True) for t in got if t["status"] == "complete"}) == 3

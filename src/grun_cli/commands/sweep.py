@@ -98,18 +98,18 @@ def trial(cfg: DictConfig) -> dict[str, Any]:
             record["status"] = "complete"
     except KeyboardInterrupt:
         record.update(status="interrupted", reason="interrupted (Ctrl-C)")
-        _finish(record, out, sweep_dir, started)
+        _finish(record, out, sweep_dir, started, cfg)
         raise
     except GrunError as e:
         record["reason"] = str(e)
     except Exception as e:  # a trial's crash is the sweep's data, not its end
         record["reason"] = f"{type(e).__name__}: {first_line(e)}"
         log.error("trial %d failed:\n%s", record["number"], traceback.format_exc())
-    _finish(record, out, sweep_dir, started)
+    _finish(record, out, sweep_dir, started, cfg)
     return record
 
 
-def _finish(record: dict[str, Any], out: Path, sweep_dir: Path, started: float) -> None:
+def _finish(record: dict[str, Any], out: Path, sweep_dir: Path, started: float, cfg: DictConfig) -> None:
     record["wall_time_s"] = round(time.time() - started, 1)
     if record["status"] != "complete":
         atomic_write_text(out / ("INTERRUPTED" if record["status"] == "interrupted" else "FAILED"),
@@ -119,4 +119,10 @@ def _finish(record: dict[str, Any], out: Path, sweep_dir: Path, started: float) 
         shown = ", ".join(f"{k} {v:.4g}" for k, v in record["objectives"].items())
         log.info("trial %d complete: %s (%.0f s)", record["number"], shown, record["wall_time_s"])
     write_trial(out, record)
-    refresh_trials_file(sweep_dir)
+    trials = refresh_trials_file(sweep_dir)
+    try:  # a sweep killed later still has its selection so far (finished: false until the end)
+        from grun_cli.sweep.callbacks import write_selection
+
+        write_selection(sweep_dir, cfg, trials, finished=False)
+    except Exception as e:
+        log.warning("best.json not refreshed: %s", e)

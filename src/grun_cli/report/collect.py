@@ -88,6 +88,7 @@ class SweepInfo:
     bar: float | None
     cells: dict[str, dict[str, Any]]
     trials: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = True  # false: best.json was written by a trial of a sweep still running (or killed)
 
     def budget(self) -> str:
         counts = {c: int(v.get("trials", 0)) for c, v in self.cells.items()}
@@ -289,5 +290,5 @@ def from_sweep(sweep_dir: Path) -> Report:
                     int(t["number"]))
               for t in trials if t.get("status") == "complete" and t.get("number") is not None]
     info = SweepInfo(sweep_dir, str(best.get("rule") or "not stated in best.json"), dict(objective),
-                     best.get("bar"), cells, trials)
+                     best.get("bar"), cells, trials, finished=bool(best.get("finished", True)))
     return Report(order(rows), points, info)

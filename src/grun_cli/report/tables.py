@@ -139,7 +139,8 @@ def _sweep_lines(report: Report) -> list[str]:
     s = report.sweep
     if s is None:
         return []
-    lines = [f"Sweep `{s.folder}`.", "", f"- selection rule: {s.rule}", f"- budget: {s.budget()}"]
+    lines = [f"Sweep `{s.folder}`" + ("" if s.finished else " (not finished: the selection so far)") + ".", "",
+             f"- selection rule: {s.rule}", f"- budget: {s.budget()}"]
     params = {t.get("number"): t.get("params") or {} for t in s.trials}
     for name, c in sorted(s.cells.items()):
         chosen = c.get("selected")

@@ -98,17 +98,27 @@ class SweepCallback(Callback):
         finish_sweep(Path(str(config.hydra.sweep.dir)), _job_config(config))
 
 
+def write_selection(sweep_dir: Path, job: DictConfig, trials: list[dict[str, Any]],
+                    finished: bool) -> tuple[dict[str, Any], Path]:
+    """best.json from the trials so far; ``finished`` is false while the sweep still runs
+    (each trial rewrites it), so a killed sweep's selection is there but says it is partial."""
+    from grun_cli.sweep.references import reference_metrics
+    from grun_cli.sweep.select import Objective
+    from grun_cli.sweep.summary import best, write_best
+
+    objective = {n: Objective.from_config(s) for n, s in job.sweep.objective.items()}
+    content = best(trials, objective, job.select, reference_metrics(Path(sweep_dir) / "references" / "target") or None)
+    content["finished"] = finished
+    return content, write_best(sweep_dir, content)
+
+
 def finish_sweep(sweep_dir: Path, job: DictConfig, echo: bool = True) -> dict[str, Any]:
     """Rebuild trials.jsonl, write best.json (and the scatter), print the table, log to W&B."""
     from grun_cli.sweep.records import refresh_trials_file
-    from grun_cli.sweep.references import reference_metrics
-    from grun_cli.sweep.select import Objective
-    from grun_cli.sweep.summary import best, console_table, log_to_wandb, write_best
+    from grun_cli.sweep.summary import console_table, log_to_wandb
 
     trials = refresh_trials_file(sweep_dir)
-    objective = {n: Objective.from_config(s) for n, s in job.sweep.objective.items()}
-    content = best(trials, objective, job.select, reference_metrics(sweep_dir / "references" / "target") or None)
-    path = write_best(sweep_dir, content)
+    content, path = write_selection(sweep_dir, job, trials, finished=True)
     try:
         from grun_cli.report.plots import sweep_scatter  # optional: the report's figure
 
