@@ -112,12 +112,14 @@ def test_records_from_trial_folders(tmp_path: Path) -> None:
         (tmp_path / str(t["number"]) / "trial.json").write_text(json.dumps(t))
     (tmp_path / "10" / ".hydra").mkdir(parents=True)  # a trial killed before it wrote its record
     (tmp_path / "10" / ".hydra" / "overrides.yaml").write_text("- data=tofu\n- train.lr=0.004\n")
+    (tmp_path / "10" / ".hydra" / "config.yaml").write_text("method:\n  name: npo\nadapter:\n  kind: grun\n")
     (tmp_path / "sweep.json").write_text(json.dumps({"overrides": ["data=tofu"]}))
     (tmp_path / "references").mkdir()
     trials = refresh_trials_file(tmp_path)
     assert [t["number"] for t in trials] == [0, 1, 2, 10]
     assert trials[-1]["status"] == "interrupted" and "killed" in trials[-1]["reason"]
     assert trials[-1]["params"] == {"train.lr": "0.004"}  # its settings, from Hydra's record
+    assert (trials[-1]["method"], trials[-1]["adapter"]) == ("npo", "grun")
     lines = (tmp_path / "trials.jsonl").read_text().splitlines()
     assert [json.loads(x)["number"] for x in lines] == [0, 1, 2, 10] and read_trials(tmp_path) == trials
 

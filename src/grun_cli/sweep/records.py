@@ -43,15 +43,27 @@ def _trial_folders(sweep_dir: Path) -> list[Path]:
     return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
-def _hydra_overrides(folder: Path) -> list[str]:
-    """The overrides Hydra recorded for a trial (its settings, even when it never finished)."""
+def _hydra_record(folder: Path, name: str) -> Any:
+    """A file Hydra wrote into a trial's .hydra/ (its overrides, its composed config), or
+    None: the settings of a trial that never finished."""
     import yaml
 
     try:
-        got = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+        return yaml.safe_load((folder / ".hydra" / name).read_text())
     except (OSError, yaml.YAMLError):
-        return []
+        return None
+
+
+def _hydra_overrides(folder: Path) -> list[str]:
+    got = _hydra_record(folder, "overrides.yaml")
     return [str(o) for o in got] if isinstance(got, list) else []
+
+
+def _hydra_cell(folder: Path) -> dict[str, Any]:
+    config = _hydra_record(folder, "config.yaml")
+    if not isinstance(config, dict):
+        return {"method": None, "adapter": None}
+    return {"method": (config.get("method") or {}).get("name"), "adapter": (config.get("adapter") or {}).get("kind")}
 
 
 def read_trials(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -72,7 +84,7 @@ def read_trials(sweep_dir: Path) -> list[dict[str, Any]]:
             trials.append({"number": int(folder.name), "run_dir": folder.name, "status": "interrupted",
                            "reason": "no trial.json: the trial was killed before it finished",
                            "params": swept_params(overrides, read_sweep(sweep_dir).get("overrides", [])),
-                           "overrides": overrides, "metrics": {}, "objectives": {}})
+                           "overrides": overrides, **_hydra_cell(folder), "metrics": {}, "objectives": {}})
     return trials
 
 
