@@ -91,9 +91,13 @@ class SweepInfo:
     finished: bool = True  # false: best.json was written by a trial of a sweep still running (or killed)
 
     def budget(self) -> str:
-        counts = {c: int(v.get("trials", 0)) for c, v in self.cells.items()}
+        # the budget is what ran to an end (complete or failed); an interrupted trial is re-run
+        counts = {c: int(v["complete"]) + int(v.get("failed", 0)) if "complete" in v else int(v.get("trials", 0))
+                  for c, v in self.cells.items()}
         done = sum(t.get("status") == "complete" for t in self.trials)
-        total = f"{len(self.trials)} trials in all, {done} complete"
+        stopped = sum(t.get("status") == "interrupted" for t in self.trials)
+        total = f"{len(self.trials)} trials in all, {done} complete" + (
+            f", {stopped} interrupted and re-run" if stopped else "")
         if len(set(counts.values())) == 1:
             return f"{next(iter(counts.values()))} trials per (method, adapter) cell ({total})"
         return "trials per cell: " + ", ".join(f"{c} {n}" for c, n in counts.items()) + f" ({total})"
