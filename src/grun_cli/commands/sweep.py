@@ -25,7 +25,7 @@ from grun_cli.commands.context import run_dir
 from grun_cli.errors import GrunError, first_line
 from grun_cli.io_utils import atomic_write_text
 from grun_cli.sweep.records import read_sweep, refresh_trials_file, swept_params, write_trial
-from grun_cli.sweep.select import Objective
+from grun_cli.sweep.select import objectives
 
 log = logging.getLogger("grun.sweep")
 
@@ -53,10 +53,6 @@ def _parallel_jobs(hydra_cfg: Any) -> int:
     except (TypeError, ValueError):
         return 1
     return (os.cpu_count() or 1) if n < 0 else max(1, n)
-
-
-def objectives(cfg: DictConfig) -> dict[str, Objective]:
-    return {name: Objective.from_config(spec) for name, spec in cfg.sweep.objective.items()}
 
 
 def trial(cfg: DictConfig) -> dict[str, Any]:
@@ -90,7 +86,7 @@ def trial(cfg: DictConfig) -> dict[str, Any]:
     try:
         metrics = run_unlearn(cfg, out)
         record["metrics"] = metrics
-        record["objectives"] = {name: obj.value(metrics) for name, obj in objectives(cfg).items()}
+        record["objectives"] = {name: obj.value(metrics) for name, obj in objectives(cfg.sweep.objective).items()}
         bad = [cfg.sweep.objective[n].metric for n, v in record["objectives"].items() if not math.isfinite(v)]
         if bad:
             record["reason"] = f"{', '.join(bad)} is not a finite number ({[metrics.get(b) for b in bad]})"

@@ -65,13 +65,13 @@ class SweepCallback(Callback):
         from grun_cli.io_utils import atomic_write_json
         from grun_cli.sweep.records import SWEEP_FILE, read_sweep
         from grun_cli.sweep.references import ensure_references, wanted
-        from grun_cli.sweep.select import Objective
+        from grun_cli.sweep.select import objectives
         from grun_cli.sweep.summary import check_select
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         job = _job_config(config)
         try:
-            objective = {n: Objective.from_config(s) for n, s in job.sweep.objective.items()}
+            objective = objectives(job.sweep.objective)
             if set(objective) != {"forget", "utility"}:
                 raise GrunError(f"sweep.objective has {sorted(objective)}; it needs exactly forget and utility")
             check_select(job.select)
@@ -103,10 +103,10 @@ def write_selection(sweep_dir: Path, job: DictConfig, trials: list[dict[str, Any
     """best.json from the trials so far; ``finished`` is false while the sweep still runs
     (each trial rewrites it), so a killed sweep's selection is there but says it is partial."""
     from grun_cli.sweep.references import reference_metrics
-    from grun_cli.sweep.select import Objective
+    from grun_cli.sweep.select import objectives
     from grun_cli.sweep.summary import best, write_best
 
-    objective = {n: Objective.from_config(s) for n, s in job.sweep.objective.items()}
+    objective = objectives(job.sweep.objective)
     content = best(trials, objective, job.select, reference_metrics(Path(sweep_dir) / "references" / "target") or None)
     content["finished"] = finished
     return content, write_best(sweep_dir, content)

@@ -70,6 +70,11 @@ class Objective:
         return float(x)
 
 
+def objectives(spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Objective]:
+    """``sweep.objective`` (``{name: {metric, direction, log}}``) as Objectives."""
+    return {str(name): Objective.from_config(cfg) for name, cfg in spec.items()}
+
+
 def utility_bar(target_utility: float | None, min_utility: float, direction: str) -> float | None:
     """The utility a trial must reach: ``min_utility`` x the target's for a maximised utility
     (model utility, MMLU), the target's / ``min_utility`` for a minimised one (retain NLL)."""
