@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.grun-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo repro-ci repro-paper clean
 
 install: $(STAMP)
 
@@ -29,6 +29,16 @@ lint: install
 # the synthetic authors on first use, then cached).
 demo: install
 	$(BIN)/grun unlearn
+
+# The paper's tables at CPU scale (experiments/<table>/): rerun the selected configs, build the
+# reports, compare with expected_ci.json and check claims.yaml; exit 1 on a regression.
+# Uses $$GRUN_DATA_DIR (the real TOFU / WMDP copies) when set, else the synthetic authors.
+repro-ci: install
+	$(BIN)/grun repro scale=ci
+
+# The same tables at the paper's scale (Llama-3.1-8B, Mistral-7B): a GPU machine with Hub access.
+repro-paper: install
+	$(BIN)/grun repro scale=paper
 
 clean:
 	rm -rf outputs multirun dist build .pytest_cache .ruff_cache

@@ -6,6 +6,8 @@ forget + retain batches of --batch rows x --seq tokens, the answer on the second
 
     python benchmarks/step_cost.py                       # tiny and mid-size on CPU
     python benchmarks/step_cost.py --arch llama3.1-8b --device cuda --dtype bfloat16 --method npo
+    python benchmarks/step_cost.py --count-only --arch llama3.1-8b mistral-7b   # parameters only
+    python benchmarks/step_cost.py --json out.json     # also write {arch: {adapter: row}} (grun repro)
 
 Memory: CUDA peak allocated bytes on a GPU; on CPU the peak resident set size of the child
 minus its size right after building the model (the training overhead).
@@ -97,6 +99,21 @@ def child(args: argparse.Namespace) -> dict:
             "trainable": info["trainable_parameters"], "trainable_pct": info["trainable_percent"]}
 
 
+def count(arch: str, adapter: str) -> dict:
+    """Trainable parameters of an adapter at a full-size shape, built on the meta device (no
+    memory, no weights): the parameter column of the efficiency table at 7-8B scale."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from grun_cli.adapters import make_adapter
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**ARCHS[arch]))
+    # the adapter's own modules are built on the CPU (pyreft's orthogonal init needs values)
+    info = make_adapter(model, ADAPTERS[adapter]).describe()  # GRUN: the paper's blocks by default
+    return {"adapter": adapter, "trainable": info["trainable_parameters"], "trainable_pct": info["trainable_percent"]}
+
+
 def run_child(args: argparse.Namespace, arch: str, adapter: str) -> dict:
     cmd = [sys.executable, __file__, "--child", "--arch", arch, "--adapter", adapter, "--method", args.method,
            "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
@@ -120,15 +137,28 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--count-only", action="store_true", help="trainable parameters only (meta device)")
+    ap.add_argument("--json", default=None, help="also write {arch: {adapter: row}} to this file")
     args = ap.parse_args()
     if args.child:
         args.arch = args.arch[0]
         print(json.dumps(child(args)))
         return
+    results: dict[str, dict[str, dict]] = {}
+    if args.count_only:
+        for arch in args.arch:
+            results[arch] = {a: count(arch, a) for a in ADAPTERS}
+            for r in results[arch].values():
+                print(f"{arch:<12} {r['adapter']:<6} {r['trainable']:>14,} {r['trainable_pct']:>10.4f}%")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return
     print(f"method {args.method}, batch {args.batch} forget + {args.batch} retain x {args.seq} tokens, "
           f"{args.device} {args.dtype}, median of {args.steps} steps")
     for arch in args.arch:
         rows = [run_child(args, arch, a) for a in ADAPTERS]
+        results[arch] = {r["adapter"]: r for r in rows}
         full = rows[0]
         print(f"\n{arch}: {json.dumps(ARCHS[arch])}")
         print(f"  {'adapter':<8}{'trainable':>14}{'%':>10}{'step ms':>11}{'x full':>9}{'peak MB':>11}{'x full':>9}")
@@ -140,6 +170,9 @@ def main() -> None:
             m = f"{r['peak_mb'] / full['peak_mb']:.2f}" if "peak_mb" in full and full["peak_mb"] > 0 else "-"
             print(f"  {r['adapter']:<8}{r['trainable']:>14,}{r['trainable_pct']:>10.4f}{r['step_ms']:>11.1f}{t:>9}"
                   f"{r['peak_mb']:>11.1f}{m:>9}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

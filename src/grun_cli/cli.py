@@ -54,6 +54,16 @@ def _mark_failed(message: str) -> None:
     atomic_write_text(out / "FAILED", message.rstrip() + "\n")
 
 
+def _clear_failed() -> None:
+    """A new run in a folder that holds a failed one: the old FAILED no longer describes it."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        (Path(HydraConfig.get().runtime.output_dir) / "FAILED").unlink(missing_ok=True)
+    except Exception:  # Hydra not initialised: no run folder
+        return
+
+
 def _log_to_files(message: str) -> None:
     """Record an error in the run's log file without repeating it on the console."""
     record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
@@ -67,6 +77,7 @@ def _guarded(fn: Callable[[Any], Any], command: Command) -> Callable[[Any], Any]
 
     @functools.wraps(fn)
     def task(cfg: Any) -> Any:
+        _clear_failed()
         try:
             return fn(cfg)
         except GrunError as e:
@@ -84,12 +95,48 @@ def _guarded(fn: Callable[[Any], Any], command: Command) -> Callable[[Any], Any]
     return task
 
 
+#: commands whose data= default follows the model: synthetic authors for the tiny model (offline
+#: demos and tests), the model config's `default_data` for the paper-scale models (TOFU: a real
+#: model on invented authors measures nothing)
+DATA_FOLLOWS_MODEL = ("unlearn", "eval", "finetune", "sweep")
+
+
+def _model_default_data(model: str) -> str | None:
+    from omegaconf import OmegaConf
+
+    from grun_cli.config import config_dir
+
+    path = config_dir() / "model" / f"{model}.yaml"
+    if not path.is_file():
+        return None  # Hydra names the valid options
+    value = OmegaConf.load(path).get("default_data")
+    return str(value) if value else None
+
+
+def data_default(command: Command, overrides: Sequence[str]) -> list[str]:
+    """``overrides`` with the model's ``default_data`` (data=tofu for llama3.1 / mistral) first,
+    when the model has one and neither data= nor an experiment= (which brings its own data)
+    nor run= (whose data is used) is given."""
+    if command.name not in DATA_FOLLOWS_MODEL:
+        return list(overrides)
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    model = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "model"), None)
+    if model is None or keys & {"data", "experiment", "run"}:
+        return list(overrides)
+    data = _model_default_data(model)
+    if data is None:
+        return list(overrides)
+    log.info("model=%s: data=%s (its default; give data= to change it)", model, data)
+    return [f"data={data}", *overrides]
+
+
 def run_command(command: Command, overrides: Sequence[str]) -> Any:
     """Run one subcommand as a Hydra app with the given command-line arguments."""
     import hydra
 
     from grun_cli.config import config_dir
 
+    overrides = data_default(command, overrides)
     module_name, func_name = command.target.split(":")
     fn = getattr(importlib.import_module(module_name), func_name)
     modes = {"-m", "--multirun", "-c", "--cfg", "--info", "-i", "--help", "-h", "--hydra-help", "-r", "--run",

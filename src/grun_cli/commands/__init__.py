@@ -56,5 +56,13 @@ COMMANDS: dict[str, Command] = {
             summary="paper-style tables (md, csv, tex) and plots from run folders or a sweep directory",
             example="grun report 'runs=[outputs/unlearn/*]'",
         ),
+        Command(
+            name="repro",
+            config_name="repro",
+            target="grun_cli.commands.repro:repro",
+            summary="rerun the paper's tables (experiments/) from their selected configs and check the numbers "
+            "and claims",
+            example="grun repro tables=[tofu_forget05]",
+        ),
     ]
 }

@@ -106,12 +106,15 @@ def check_evaluation(cfg: DictConfig, source: Any) -> None:
     if kind == "tofu" and source.kind != "qa":
         raise GrunError(f"eval=tofu needs QA data (data=tofu or synthetic), not data={cfg.data.name}; "
                         "use eval=wmdp")
-    if kind == "tofu" and cfg.eval.get("retain_logs"):  # read and matched now, not after the evaluation
-        from grun_cli.eval.reference import read_logs
+    from grun_cli.eval.reference import read_logs, retain_logs_setting
+
+    logs = retain_logs_setting(cfg) if kind == "tofu" else None
+    if logs:  # read and matched now, not after the evaluation
         from grun_cli.eval.tofu import check_reference_questions, eval_sets
 
         forget = eval_sets(source, cfg.eval.get("max_rows"))["forget"]
-        check_reference_questions({str(r["index"]): r["question"] for r in forget}, read_logs(cfg.eval.retain_logs))
+        check_reference_questions({str(r["index"]): r["question"] for r in forget},
+                                  read_logs(logs, cfg.data.get("forget_split")))
     if kind == "lm_eval":
         from grun_cli.eval.lm_eval_run import check_tasks
 

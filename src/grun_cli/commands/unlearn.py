@@ -75,6 +75,13 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     config = plain_config(cfg)
     seed_everything(cfg.seed)
     method = make_method(cfg.method)
+    if cfg.model.name != "tiny":  # a big model: say what will be downloaded and trained, first
+        from grun_cli.models.resolve import check_downloads, confirm, plan_target
+
+        plan = plan_target(cfg)
+        print(plan.text(cfg), flush=True)
+        check_downloads(plan, cfg)
+        confirm(plan, cfg)
 
     source = make_source(cfg.data, data_root=cfg.paths.data_dir)
     if cfg.eval.enabled:  # a bad evaluation setting must fail now, not after training

@@ -20,8 +20,57 @@ log = logging.getLogger(__name__)
 LOG_FILE = "TOFU_EVAL.json"
 
 
-def read_logs(path: str | Path) -> dict[str, Any]:
-    """A per-sample log file, or a folder holding TOFU_EVAL.json."""
+#: OpenUnlearning's published evaluation logs (a Hugging Face dataset): the retain models'
+#: per-sample TOFU logs, ``tofu_<model>_<retain split>/TOFU_EVAL.json``.
+PUBLISHED_LOGS_REPO = "open-unlearning/eval"
+PUBLISHED_LOG_MODELS = ("Llama-3.1-8B-Instruct", "Llama-3.2-1B-Instruct", "Llama-3.2-3B-Instruct",
+                        "Llama-2-7b-chat-hf")
+SHORT_PREFIX = "ou:"
+RETAIN_FOR_FORGET = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+
+
+def published_log_file(name: str, forget_split: str | None) -> str:
+    """``ou:<model>[/<retain split>]`` -> the path of that published TOFU_EVAL.json in the file
+    in the Hugging Face cache, downloaded when missing (the retain split follows the forget
+    split: forget05 -> retain95)."""
+    spec = name[len(SHORT_PREFIX):]
+    model, _, retain = spec.partition("/")
+    if model not in PUBLISHED_LOG_MODELS:
+        raise GrunError(f"eval.retain_logs={name}: OpenUnlearning publishes retain logs for "
+                        f"{', '.join(SHORT_PREFIX + m for m in PUBLISHED_LOG_MODELS)}; or give a TOFU_EVAL.json path")
+    if not retain:
+        retain = RETAIN_FOR_FORGET.get(str(forget_split))
+        if retain is None:
+            raise GrunError(f"eval.retain_logs={name}: no published retain model for data.forget_split="
+                            f"{forget_split}; give {name}/retain99|retain95|retain90 or a path")
+    if retain not in RETAIN_FOR_FORGET.values():
+        raise GrunError(f"eval.retain_logs={name}: {retain} is not one of {', '.join(RETAIN_FOR_FORGET.values())}")
+    filename = f"tofu_{model}_{retain}/{LOG_FILE}"
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(PUBLISHED_LOGS_REPO, filename, repo_type="dataset")
+    if isinstance(cached, str):
+        return cached
+    from grun_cli.models.resolve import hub_reachable
+
+    if not hub_reachable():
+        raise GrunError(
+            f"eval.retain_logs={name} needs {filename} from the Hugging Face dataset {PUBLISHED_LOGS_REPO}, "
+            f"unreachable from here: run `huggingface-cli download {PUBLISHED_LOGS_REPO} --repo-type dataset "
+            f"--include '{filename}'` where the Hub is reachable and give the file's path")
+    log.info("downloading %s from %s (cached by huggingface_hub)", filename, PUBLISHED_LOGS_REPO)
+    try:
+        return hf_hub_download(PUBLISHED_LOGS_REPO, filename, repo_type="dataset")
+    except Exception as e:  # not found, network
+        raise GrunError(f"eval.retain_logs={name}: cannot download {filename} from {PUBLISHED_LOGS_REPO}: "
+                        f"{str(e).splitlines()[0]}") from e
+
+
+def read_logs(path: str | Path, forget_split: str | None = None) -> dict[str, Any]:
+    """A per-sample log file, a folder holding TOFU_EVAL.json, or a published log by its short
+    name (``ou:Llama-3.1-8B-Instruct``: the retain model of ``forget_split``)."""
+    if str(path).startswith(SHORT_PREFIX):
+        path = published_log_file(str(path), forget_split)
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / LOG_FILE
@@ -50,15 +99,34 @@ def _eval_key(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def retain_logs_setting(cfg: DictConfig) -> str | None:
+    """The retain logs a run names: ``eval.retain_logs``, else the published logs that go with
+    a published TOFU target (``model.tofu.retain_logs``)."""
+    if cfg.eval.get("retain_logs"):
+        return str(cfg.eval.retain_logs)
+    published = (cfg.model.get("tofu") or {}).get("retain_logs")
+    if published and "target" in cfg:
+        from grun_cli.models.resolve import plan_target
+
+        if plan_target(cfg).source == "published":
+            return str(published)
+    return None
+
+
 def resolve_reference(cfg: DictConfig, evaluate: Callable[[Any], dict[str, Any]]) -> tuple[dict | None, str]:
     """The retain model's logs and where they came from.
 
     ``eval.retain_logs`` wins; for the tiny model a retain model is fine-tuned (cached) and
     evaluated with ``evaluate(model_cfg)``; otherwise there is none (forget quality is n/a).
     """
-    if cfg.eval.get("retain_logs"):
-        return read_logs(cfg.eval.retain_logs), str(cfg.eval.retain_logs)
-    if cfg.model.name == "tiny":
+    split = cfg.data.get("forget_split")
+    given = retain_logs_setting(cfg)
+    if given:
+        return read_logs(given, split), given
+    from grun_cli.models.resolve import plan_target
+
+    plan = plan_target(cfg) if "target" in cfg else None
+    if cfg.model.name == "tiny" or (plan is not None and plan.source == "finetune"):
         from grun_cli.models.target import ensure_finetuned, with_checkpoint
 
         folder = ensure_finetuned(cfg, "retain")

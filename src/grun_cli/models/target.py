@@ -29,7 +29,10 @@ def finetune_config(cfg: DictConfig, split: str = "full") -> DictConfig:
                  *[str(o) for o in cfg.target.overrides]]
     ft = compose("finetune", overrides=overrides)
     ft.data = cfg.data
-    ft.model = OmegaConf.merge(cfg.model, {"name_or_path": None, "revision": None})  # from the tiny base
+    if cfg.model.name == "tiny":  # from the tiny base, whatever checkpoint the run names
+        ft.model = OmegaConf.merge(cfg.model, {"name_or_path": None, "revision": None})
+    else:  # from the base model the run names (target.source=finetune)
+        ft.model = cfg.model
     ft.paths = cfg.paths
     return ft
 
@@ -38,7 +41,7 @@ def recipe_hash(ft: DictConfig) -> str:
     plain = OmegaConf.to_container(ft, resolve=True)
     for key in _NOT_IN_RECIPE:
         plain.pop(key, None)
-    for key in ("grun_layers", "rmu", "device"):  # settings that do not change the trained weights
+    for key in ("grun_layers", "rmu", "device", "tofu", "default_data"):  # settings that do not change the trained weights
         plain["model"].pop(key, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -66,8 +69,14 @@ def with_checkpoint(model_cfg: Any, folder: Path) -> Any:
 
 
 def ensure_target(cfg: DictConfig) -> Any:
-    """The model config to load: ``cfg.model`` itself when it names a checkpoint, else
-    (tiny) a cached fine-tuned target built on first use."""
-    if cfg.model.get("name_or_path") or cfg.model.name != "tiny":
-        return cfg.model
-    return with_checkpoint(cfg.model, ensure_finetuned(cfg, "full"))
+    """The model config to load, as models/resolve.py plans it: ``cfg.model`` itself (a TOFU
+    fine-tune, or any model for WMDP), a published TOFU target, or a cached fine-tuned target
+    built on first use (the tiny model, or target.source=finetune)."""
+    from grun_cli.models.resolve import plan_target
+
+    plan = plan_target(cfg)
+    if plan.source in ("tiny", "finetune"):
+        return with_checkpoint(cfg.model, ensure_finetuned(cfg, "full"))
+    if plan.source == "published":
+        return OmegaConf.merge(cfg.model, {"name_or_path": plan.target, "revision": None})
+    return cfg.model

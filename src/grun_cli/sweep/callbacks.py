@@ -100,8 +100,9 @@ class SweepCallback(Callback):
 
 def write_selection(sweep_dir: Path, job: DictConfig, trials: list[dict[str, Any]],
                     finished: bool) -> tuple[dict[str, Any], Path]:
-    """best.json from the trials so far; ``finished`` is false while the sweep still runs
-    (each trial rewrites it), so a killed sweep's selection is there but says it is partial."""
+    """best.json from the trials so far, and selected/<cell>.yaml (the ready experiment
+    configs); ``finished`` is false while the sweep still runs (each trial rewrites it), so a
+    killed sweep's selection is there but says it is partial."""
     from grun_cli.sweep.references import reference_metrics
     from grun_cli.sweep.select import objectives
     from grun_cli.sweep.summary import best, write_best
@@ -109,7 +110,11 @@ def write_selection(sweep_dir: Path, job: DictConfig, trials: list[dict[str, Any
     objective = objectives(job.sweep.objective)
     content = best(trials, objective, job.select, reference_metrics(Path(sweep_dir) / "references" / "target") or None)
     content["finished"] = finished
-    return content, write_best(sweep_dir, content)
+    path = write_best(sweep_dir, content)
+    from grun_cli.sweep.export import write_selected
+
+    write_selected(sweep_dir, content, trials)
+    return content, path
 
 
 def finish_sweep(sweep_dir: Path, job: DictConfig, echo: bool = True) -> dict[str, Any]:

@@ -1,0 +1,186 @@
+"""`grun repro`: rerun the reproduced tables (experiments/<table>/) and check them.
+
+Everything a table needs (its table.yaml, the experiment configs it names, its expected file
+and claims, its data) is checked before the first run starts; then every cell runs through
+the real `grun unlearn`, `grun report` builds the tables and plots, and each number and claim
+gets one line: ok, drifted (better than recorded) or failed. Exit status 1 on a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig
+
+from grun_cli.commands.context import run_dir
+from grun_cli.errors import GrunError
+
+log = logging.getLogger("grun.repro")
+
+MIN_SEEDS_FOR_UPDATE = 3
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, ListConfig)) else [value]
+
+
+def _seeds(value: Any) -> list[int]:
+    seeds = _list(value)
+    try:
+        out = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise GrunError(f"seeds={seeds}: give whole numbers, e.g. seeds=[42] or seeds=[42,1,2]") from None
+    if not out or len(set(out)) != len(out):
+        raise GrunError(f"seeds={seeds}: give one or more distinct seeds, e.g. seeds=[42,1,2]")
+    return out
+
+
+def _check_experiments(tables: Sequence[Any], scale: str) -> None:
+    from grun_cli.config import config_dir
+
+    conf = config_dir() / "experiment"
+    for table in tables:
+        for cell in table.cells.get(scale, []):
+            if not (conf / f"{cell.experiment}.yaml").is_file():
+                raise GrunError(f"{table.folder}/table.yaml: {cell.name} names experiment={cell.experiment}, "
+                                f"but {conf}/{cell.experiment}.yaml does not exist; add the selected config there")
+
+
+def plan_paper(tables: Sequence[Any]) -> str:
+    lines = ["grun repro scale=paper will run, on this machine:"]
+    hours = 0.0
+    for table in tables:
+        for cell in table.cells.get("paper", []):
+            h = float(cell.labels.get("hours", "nan"))
+            hours += 0 if h != h else h
+            model = f"model={cell.labels['model']} " if "model" in cell.labels else ""
+            lines.append(f"  {table.name}: grun unlearn {model}experiment={cell.experiment} {' '.join(cell.overrides)}"
+                         + (f"  (~{h:g} GPU h)" if h == h else ""))
+    lines.append(f"  estimated {hours:.1f} GPU hours in all on one 141 GB H200-class GPU (FLOP estimates: README "
+                 "'Paper scale'); the targets and retain models are fine-tuned once and cached")
+    return "\n".join(lines)
+
+
+def repro(cfg: DictConfig) -> dict[str, Any]:
+    from grun_cli.repro.claims import HOLDS, check, load_claims
+    from grun_cli.repro.expected import DRIFTED, FAILED, OK, compare, measure
+    from grun_cli.repro.manifest import CLAIMS_FILE, SCALES, data_root, find_tables, read_expected
+    from grun_cli.repro.runner import describe_machine, rows_for_expected, run_efficiency, run_table
+
+    scale = str(cfg.scale)
+    if scale not in SCALES:
+        raise GrunError(f"scale={scale}: choose one of {', '.join(SCALES)}")
+    seeds = _seeds(cfg.seeds)
+    update, do_check = bool(cfg["update"]), bool(cfg["check"])
+    if update and scale != "ci":
+        raise GrunError("update=true writes expected_ci*.json, the CPU-scale numbers: use it with scale=ci")
+    if int(cfg.repeats) < 1:
+        raise GrunError(f"repeats={cfg.repeats}: give 1 or more")
+    root = Path(str(cfg.root))
+    tables = find_tables(root, [str(t) for t in _list(cfg.tables)])
+    if scale == "paper":
+        tables = [t for t in tables if "paper" in t.cells]
+        if not tables:
+            raise GrunError("no table has cells.paper; nothing to run at paper scale")
+    _check_experiments(tables, scale)
+    if update and any(t.kind != "efficiency" for t in tables) and len(seeds) < MIN_SEEDS_FOR_UPDATE:
+        raise GrunError(f"update=true writes tolerances from the spread over seeds: give {MIN_SEEDS_FOR_UPDATE} or "
+                        f"more, e.g. seeds=[42,1,2] (got {seeds})")
+    if update and any(t.kind == "efficiency" for t in tables) and int(cfg.repeats) < MIN_SEEDS_FOR_UPDATE:
+        raise GrunError(f"update=true measures the efficiency table's spread over repeats: give repeats="
+                        f"{MIN_SEEDS_FOR_UPDATE} or more (got {cfg.repeats})")
+    extra = [str(o) for o in _list(cfg.overrides)]
+
+    # what each table runs on, its expected numbers and its claims: all read before any run
+    plan = []
+    for table in tables:
+        data = table.data_for(data_root()) if table.kind != "efficiency" else None
+        if table.kind != "efficiency" and data is None:
+            print(f"skipped {table.name}: needs {table.data} data under $GRUN_DATA_DIR ({data_root() or 'not set'})")
+            continue
+        expected = read_expected(table, data) if scale == "ci" else None
+        if scale == "ci" and do_check and not update and expected is None:
+            raise GrunError(f"{table.expected_path(data)} does not exist; measure it first: grun repro "
+                            f"tables=[{table.name}] seeds=[42,1,2] update=true")
+        plan.append((table, data, expected, load_claims(table.folder / CLAIMS_FILE)))
+    if not plan:
+        raise GrunError("no table can run here; see the lines above")
+    if scale == "paper":
+        import torch
+
+        print(plan_paper([p[0] for p in plan]))
+        if not torch.cuda.is_available():
+            raise GrunError("scale=paper trains 7-8B models: run it on a GPU machine (make repro-paper there)")
+        if cfg.get("confirm", True):
+            if not sys.stdin.isatty():
+                raise GrunError("scale=paper needs a confirmation: add confirm=false to start without one")
+            if input("start? [y/N] ").strip().lower() not in ("y", "yes"):
+                raise GrunError("not started")
+
+    out = run_dir()
+    started = time.time()
+    verdicts: list[dict[str, Any]] = []
+    tables_done: dict[str, Any] = {}
+    for table, data, expected, claims in plan:
+        print(f"{table.name}: {table.title}" + (f" (data={data})" if data else ""))
+        if table.kind == "efficiency":
+            result = run_efficiency(table, root.resolve().parent, out, int(cfg.repeats))
+        else:
+            result = run_table(table, scale, seeds, out, data, extra)
+        for failure in result.failures:
+            verdicts.append({"status": FAILED, "table": table.name, "what": "run", "text": failure})
+        if update:
+            per_seed = rows_for_expected(result)
+            numbers = measure(per_seed, table.metrics)
+            path = table.expected_path(data)
+            from grun_cli.io_utils import atomic_write_json
+
+            atomic_write_json(path, {
+                "about": f"{table.title}: CPU-scale numbers (mean over seeds; log10 metrics: geometric mean) and "
+                         "tolerances (1.5 x the largest distance of a seed from the mean, at least the table's "
+                         "min_tol) measured by `grun repro`",
+                "command": "grun repro " + " ".join(sys.argv[1:]),
+                "data": data, "seeds": seeds if table.kind != "efficiency" else None,
+                "repeats": int(cfg.repeats) if table.kind == "efficiency" else None,
+                "machine": describe_machine(), "date": time.strftime("%Y-%m-%d"), "numbers": numbers})
+            print(f"  wrote {path}")
+            expected = {"numbers": numbers}
+        observed = result.averaged()
+        if do_check and expected is not None:
+            for v in compare(observed, expected["numbers"], table.metrics):
+                verdicts.append({"status": v.status, "table": table.name, "what": f"{v.row} {v.metric}",
+                                 "text": v.text})
+        for model, rows in result.claim_rows().items():
+            for claim in claims:
+                if scale == "paper":  # the paper's claims are expected to hold at its scale
+                    claim = type(claim)(**{**vars(claim), "cpu_scale": HOLDS})
+                res = check(claim, rows)
+                recorded = "" if scale == "paper" else f" [recorded at CPU scale: {claim.cpu_scale}]"
+                verdicts.append({"status": res.status, "table": table.name,
+                                 "what": f"claim {claim.id}" + (f" @{model}" if model else ""),
+                                 "text": res.line() + recorded, "holds": res.holds, "claim": claim.claim})
+        tables_done[table.name] = {"data": data, "seconds": round(result.seconds, 1),
+                                   "report": str(result.report) if result.report else None,
+                                   "rows": observed}
+    counts = {s: sum(v["status"] == s for v in verdicts) for s in (OK, DRIFTED, FAILED)}
+    print("")
+    for v in verdicts:
+        print(f"{v['status']:<8}{v['table']:<16}{v['what']}: {v['text']}")
+    summary = (f"repro: {counts[OK]} ok, {counts[DRIFTED]} drifted, {counts[FAILED]} failed "
+               f"({time.time() - started:.0f} s; {out})")
+    print(summary)
+    from grun_cli.io_utils import atomic_write_json
+
+    atomic_write_json(out / "repro.json", {"scale": scale, "seeds": seeds, "counts": counts, "verdicts": verdicts,
+                                           "tables": tables_done, "machine": describe_machine(),
+                                           "seconds": round(time.time() - started, 1)})
+    if counts[FAILED] and do_check:
+        raise SystemExit(1)
+    return {"counts": counts}

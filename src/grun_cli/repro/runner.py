@@ -1,0 +1,253 @@
+"""Make a table's rows: every cell through the real `grun unlearn` (a child process each, as a
+user would run it), the target / retain reference rows, `grun report` on the result, and for
+the efficiency table the step-cost benchmark and parameter counts.
+
+A cell's folder that already holds a complete run is reused, so an interrupted `grun repro`
+continues where it stopped when given the same ``out=``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grun_cli.errors import GrunError
+from grun_cli.repro.manifest import Cell, MetricSpec, Table
+
+log = logging.getLogger("grun.repro")
+
+Rows = dict[str, dict[str, Any]]  # row name -> metrics
+
+
+@dataclass
+class TableRun:
+    """What one table produced: metrics per seed, the reference rows, the labels for claims."""
+
+    table: Table
+    data: str | None
+    per_seed: list[Rows] = field(default_factory=list)
+    references: Rows = field(default_factory=dict)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    report: Path | None = None
+    seconds: float = 0.0
+
+    def averaged(self) -> Rows:
+        """Each row's metrics averaged over the seeds (geometric mean for log-scale metrics),
+        with the reference rows (the same for every seed)."""
+        out: Rows = {}
+        for row in sorted({r for seed in self.per_seed for r in seed}):
+            values: dict[str, list[float]] = {}
+            for seed in self.per_seed:
+                for k, v in (seed.get(row) or {}).items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        values.setdefault(k, []).append(float(v))
+            spec = self.table.metrics
+            out[row] = {k: _mean(v, spec.get(k)) for k, v in values.items()}
+        return {**self.references, **out}
+
+    def claim_rows(self) -> dict[str | None, list[tuple[dict[str, str], dict[str, Any]]]]:
+        """The rows claims are checked on, per model (one group, None, unless cells name models)."""
+        rows = [(self.labels.get(name, {"row": name}), metrics) for name, metrics in self.averaged().items()]
+        models = sorted({labels["model"] for labels, _ in rows if "model" in labels})
+        if not models:
+            return {None: rows}
+        return {m: [(labels, metrics) for labels, metrics in rows if labels.get("model") == m] for m in models}
+
+
+def _mean(values: Sequence[float], spec: MetricSpec | None) -> float:
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    if spec is not None and spec.log10:
+        if any(v <= 0 for v in values):
+            return min(values)
+        return 10 ** statistics.fmean(math.log10(v) for v in values)
+    return statistics.fmean(values)
+
+
+def _complete(folder: Path) -> bool:
+    from grun_cli.report.collect import is_complete
+
+    return is_complete(folder)
+
+
+def grun_command(args: Sequence[str]) -> list[str]:
+    """The `grun` command line as a child process of this interpreter."""
+    return [sys.executable, "-m", "grun_cli", *args]
+
+
+def cell_overrides(cell: Cell, seed: int, data: str | None, table: Table, extra: Sequence[str]) -> list[str]:
+    """The cell's `grun unlearn` overrides: its experiment, the seed, the data set this machine
+    has (the table's, or its fallback), the cell's own and the command line's extras."""
+    data_override = [f"data={data}"] if data is not None else []
+    model = [f"model={cell.labels['model']}"] if "model" in cell.labels else []
+    return [f"experiment={cell.experiment}", f"seed={seed}", *model, *data_override, *cell.overrides, *extra]
+
+
+def run_cell(cell: Cell, overrides: Sequence[str], folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``grun unlearn <overrides>`` into ``folder`` (reused when complete); its metrics or why not."""
+    if not _complete(folder):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f"{folder.name}.log", "w") as out:
+            proc = subprocess.run(grun_command(["unlearn", *overrides, f"hydra.run.dir={folder}"]),
+                                  stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+        if proc.returncode != 0 or not _complete(folder):
+            lines = (folder.parent / f"{folder.name}.log").read_text(errors="replace").strip().splitlines()
+            last = next((ln for ln in reversed(lines) if ln.strip()), "no output")
+            return None, f"exit {proc.returncode}: {last[-200:]} (log: {folder.parent / (folder.name + '.log')})"
+    return json.loads((folder / "metrics.json").read_text()), None
+
+
+def compose_cell(cell: Cell, overrides: Sequence[str]) -> Any:
+    """The composed `grun unlearn` config of a cell (for the reference models), in process."""
+    from hydra import compose
+
+    return compose(config_name="unlearn", overrides=list(overrides))
+
+
+def references(table: Table, cell: Cell, overrides: Sequence[str], out: Path) -> dict[str, Path]:
+    """The target (and retain) model's evaluation as report rows: the sweeps' reference code,
+    cached across runs for the tiny model."""
+    from grun_cli.sweep.references import ensure_references
+
+    cfg = compose_cell(cell, overrides)
+    return ensure_references(cfg, out)
+
+
+def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: str | None,
+              extra: Sequence[str], echo: Any = print) -> TableRun:
+    """Every cell of ``table`` for every seed, then the references and the report."""
+    started = time.time()
+    result = TableRun(table, data)
+    cells = table.cells[scale]
+    total = len(cells) * len(seeds)
+    done = 0
+    for seed in seeds:
+        rows: Rows = {}
+        for cell in cells:
+            done += 1
+            folder = out / table.name / f"seed{seed}" / cell.folder
+            t0 = time.time()
+            metrics, error = run_cell(cell, cell_overrides(cell, seed, data, table, extra), folder)
+            took = time.time() - t0
+            if error:
+                result.failures.append(f"{cell.name} seed {seed}: {error}")
+                echo(f"  [{done}/{total}] {table.name} {cell.name} seed {seed}: FAILED {error}")
+                continue
+            rows[cell.name] = metrics
+            result.labels[cell.name] = {"method": cell.method, "adapter": cell.adapter, **cell.labels}
+            echo(f"  [{done}/{total}] {table.name} {cell.name} seed {seed}: {took:.0f} s")
+        result.per_seed.append(rows)
+    folders: list[Path] = []
+    if table.references and cells:
+        models: dict[str | None, Cell] = {}
+        for cell in cells:  # one target / retain pair per model (paper scale has two)
+            models.setdefault(cell.labels.get("model"), cell)
+        for model, first in models.items():
+            where = out / table.name / (f"refs_{model}" if model else "")
+            refs = references(table, first, cell_overrides(first, seeds[0], data, table, extra), where)
+            for role, folder in refs.items():
+                name = f"{role}@{model}" if model else role
+                result.references[name] = json.loads((folder / "metrics.json").read_text())
+                result.labels[name] = {"role": role, **({"model": model} if model else {})}
+                folders.append(folder)
+    result.report = make_report(result, out / table.name, seeds[0], folders, cells)
+    result.seconds = time.time() - started
+    return result
+
+
+def make_report(result: TableRun, table_out: Path, seed: int, references: Sequence[Path],
+                cells: Sequence[Cell]) -> Path | None:
+    """`grun report` over the first seed's runs and the references (report.md, plots)."""
+    runs = [str(f) for f in references]
+    runs += [str(table_out / f"seed{seed}" / c.folder) for c in cells
+             if _complete(table_out / f"seed{seed}" / c.folder)]
+    if not runs:
+        return None
+    report_dir = table_out / "report"
+    with open(table_out / "report.log", "w") as log_file:
+        proc = subprocess.run(grun_command(["report", f"runs=[{','.join(runs)}]", f"out={report_dir}"]),
+                              stdout=log_file, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        result.failures.append(f"grun report failed (exit {proc.returncode}); see {table_out / 'report.log'}")
+        return None
+    return report_dir
+
+
+# -- the efficiency table -----------------------------------------------------------------
+def run_efficiency(table: Table, repo: Path, out: Path, repeats: int, echo: Any = print) -> TableRun:
+    """Step time / peak memory ratios (benchmarks/step_cost.py, one run per repeat) and the
+    trainable parameters at full-size shapes (counted on the meta device, no weights)."""
+    started = time.time()
+    script = repo / "benchmarks" / "step_cost.py"
+    if not script.is_file():
+        raise GrunError(f"the efficiency table needs {script}; run grun repro from a clone of the repository")
+    result = TableRun(table, None)
+    settings = table.settings
+    shapes = [str(s) for s in settings.get("step_shapes", ["tiny"])]
+    counts = [str(s) for s in settings.get("count_shapes", [])]
+    out_dir = out / table.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for repeat in range(repeats):
+        path = out_dir / f"step_cost_{repeat}.json"
+        if not path.is_file():
+            cmd = [sys.executable, str(script), "--arch", *shapes, "--json", str(path),
+                   *[str(a) for a in settings.get("step_args", [])]]
+            t0 = time.time()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                result.failures.append(f"step_cost.py failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+                break
+            echo(f"  [{repeat + 1}/{repeats}] {table.name} step cost {' '.join(shapes)}: {time.time() - t0:.0f} s")
+        rows: Rows = {}
+        for arch, adapters in json.loads(path.read_text()).items():
+            full = adapters.get("full") or {}
+            for adapter, r in adapters.items():
+                if "error" in r:
+                    continue
+                name = f"{arch}/{adapter}"
+                rows[name] = {"step_time_vs_full": r["step_ms"] / full["step_ms"] if full.get("step_ms") else None,
+                              "peak_memory_vs_full": r["peak_mb"] / full["peak_mb"] if full.get("peak_mb") else None,
+                              "trainable_percent": r["trainable_pct"], "trainable_parameters": r["trainable"]}
+                result.labels[name] = {"arch": arch, "adapter": adapter}
+        result.per_seed.append(rows)
+    if counts:
+        path = out_dir / "trainable_counts.json"
+        if not path.is_file():
+            proc = subprocess.run([sys.executable, str(script), "--count-only", "--arch", *counts, "--json", str(path)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                result.failures.append(f"parameter count failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        if path.is_file():
+            for arch, adapters in json.loads(path.read_text()).items():
+                for adapter, r in adapters.items():
+                    name = f"{arch}/{adapter}"
+                    result.references[name] = {"trainable_percent": r["trainable_pct"],
+                                               "trainable_parameters": r["trainable"]}
+                    result.labels[name] = {"arch": arch, "adapter": adapter}
+    result.seconds = time.time() - started
+    return result
+
+
+def describe_machine() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "cuda": torch.cuda.is_available()}
+
+
+def rows_for_expected(result: TableRun) -> list[Mapping[str, Mapping[str, Any]]]:
+    """Per-seed rows with the reference rows in each (their spread is zero)."""
+    return [{**result.references, **rows} for rows in result.per_seed]
