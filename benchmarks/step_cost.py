@@ -54,6 +54,8 @@ def child(args: argparse.Namespace) -> dict:
     from grun_cli.train.unlearn_trainer import AdapterAccess
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     config = LlamaConfig(**ARCHS[args.arch], max_position_embeddings=max(512, args.seq))
@@ -117,7 +119,8 @@ def count(arch: str, adapter: str) -> dict:
 def run_child(args: argparse.Namespace, arch: str, adapter: str) -> dict:
     cmd = [sys.executable, __file__, "--child", "--arch", arch, "--adapter", adapter, "--method", args.method,
            "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--device", args.device, "--dtype", args.dtype]
+           "--warmup", str(args.warmup), "--device", args.device, "--dtype", args.dtype,
+           "--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -136,6 +139,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per child (0: torch's default)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--count-only", action="store_true", help="trainable parameters only (meta device)")
     ap.add_argument("--json", default=None, help="also write {arch: {adapter: row}} to this file")

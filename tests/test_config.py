@@ -180,7 +180,7 @@ def test_wmdp_data_brings_its_evaluation_and_recipes(unlearn_composer, composer)
     # RMU on GRUN: the paper's gated RMU
     g = unlearn_composer("data=wmdp", "method=rmu", "adapter=grun", "model=llama3.1")
     assert g.adapter.gate == "mlp" and g.adapter.gate_weight == 100.0 and g.method.steering_coeff == 300.0
-    assert g.method.layer is None and g.method.positions == "labels" and g.train.epochs == 4
+    assert g.method.layer == 30 and g.method.positions == "labels" and g.train.epochs == 4
     assert g.train.lr == 4.0e-3 and g.train.batch_size == 16 and list(g.adapter.layers) == [20, 25, 31]
     assert list(unlearn_composer("data=wmdp", "method=rmu").adapter.layers) == [1, 3]  # tiny WMDP recipe
     # the tiny WMDP target learns only the corpora
