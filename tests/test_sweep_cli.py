@@ -180,7 +180,7 @@ CELLS = sorted(p.stem for p in (config_dir() / "sweep").glob("*.yaml") if p.stem
 
 def test_every_ready_space_composes(tune) -> None:
     assert {f"tofu_{m}_{a}" for m in ("gd", "npo", "idk") for a in ("grun", "lora", "full")} <= set(CELLS)
-    assert {"wmdp_rmu_grun", "wmdp_rmu_full"} <= set(CELLS)
+    assert {"wmdp_rmu_grun", "wmdp_rmu_full", "wmdp_npo_grun", "wmdp_npo_full"} <= set(CELLS)
     budgets = set()
     for name in CELLS:
         cfg = tune(f"sweep={name}")
