@@ -94,13 +94,14 @@ def cell_overrides(cell: Cell, seed: int, data: str | None, table: Table, extra:
     return [f"experiment={cell.experiment}", f"seed={seed}", *model, *data_override, *cell.overrides, *extra]
 
 
-def run_cell(cell: Cell, overrides: Sequence[str], folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+def run_cell(cell: Cell, overrides: Sequence[str], folder: Path,
+             env: Mapping[str, str] | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """``grun unlearn <overrides>`` into ``folder`` (reused when complete); its metrics or why not."""
     if not _complete(folder):
         folder.parent.mkdir(parents=True, exist_ok=True)
         with open(folder.parent / f"{folder.name}.log", "w") as out:
             proc = subprocess.run(grun_command(["unlearn", *overrides, f"hydra.run.dir={folder}"]),
-                                  stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+                                  stdout=out, stderr=subprocess.STDOUT, env=dict(env or os.environ))
         if proc.returncode != 0 or not _complete(folder):
             lines = (folder.parent / f"{folder.name}.log").read_text(errors="replace").strip().splitlines()
             last = next((ln for ln in reversed(lines) if ln.strip()), "no output")
@@ -125,29 +126,17 @@ def references(table: Table, cell: Cell, overrides: Sequence[str], out: Path) ->
 
 
 def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: str | None,
-              extra: Sequence[str], echo: Any = print) -> TableRun:
-    """Every cell of ``table`` for every seed, then the references and the report."""
+              extra: Sequence[str], jobs: int = 1, threads: int = 1, echo: Any = print) -> TableRun:
+    """The reference rows first (they build the cached target and retain models, so parallel
+    cells never race to build them), then every cell for every seed, ``jobs`` at a time with
+    ``threads`` torch threads each (the same thread count on every machine: a rerun with one
+    seed gives the same numbers), then the report."""
+    import torch
+
     started = time.time()
     result = TableRun(table, data)
     cells = table.cells[scale]
-    total = len(cells) * len(seeds)
-    done = 0
-    for seed in seeds:
-        rows: Rows = {}
-        for cell in cells:
-            done += 1
-            folder = out / table.name / f"seed{seed}" / cell.folder
-            t0 = time.time()
-            metrics, error = run_cell(cell, cell_overrides(cell, seed, data, table, extra), folder)
-            took = time.time() - t0
-            if error:
-                result.failures.append(f"{cell.name} seed {seed}: {error}")
-                echo(f"  [{done}/{total}] {table.name} {cell.name} seed {seed}: FAILED {error}")
-                continue
-            rows[cell.name] = metrics
-            result.labels[cell.name] = {"method": cell.method, "adapter": cell.adapter, **cell.labels}
-            echo(f"  [{done}/{total}] {table.name} {cell.name} seed {seed}: {took:.0f} s")
-        result.per_seed.append(rows)
+    torch.set_num_threads(threads)
     folders: list[Path] = []
     if table.references and cells:
         models: dict[str | None, Cell] = {}
@@ -161,6 +150,31 @@ def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: s
                 result.references[name] = json.loads((folder / "metrics.json").read_text())
                 result.labels[name] = {"role": role, **({"model": model} if model else {})}
                 folders.append(folder)
+    tasks = [(seed, cell) for seed in seeds for cell in cells]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+    def one(task: tuple[int, Cell]) -> tuple[int, Cell, dict[str, Any] | None, str | None, float]:
+        seed, cell = task
+        t0 = time.time()
+        metrics, error = run_cell(cell, cell_overrides(cell, seed, data, table, extra),
+                                  out / table.name / f"seed{seed}" / cell.folder, env)
+        return seed, cell, metrics, error, time.time() - t0
+
+    per_seed: dict[int, Rows] = {seed: {} for seed in seeds}
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(one, t) for t in tasks]
+        for done, future in enumerate(as_completed(futures), 1):
+            seed, cell, metrics, error, took = future.result()
+            if error:
+                result.failures.append(f"{cell.name} seed {seed}: {error}")
+                echo(f"  [{done}/{len(tasks)}] {table.name} {cell.name} seed {seed}: FAILED {error}")
+                continue
+            per_seed[seed][cell.name] = metrics
+            result.labels[cell.name] = {"method": cell.method, "adapter": cell.adapter, **cell.labels}
+            echo(f"  [{done}/{len(tasks)}] {table.name} {cell.name} seed {seed}: {took:.0f} s", flush=True)
+    result.per_seed = [per_seed[seed] for seed in seeds]
     result.report = make_report(result, out / table.name, seeds[0], folders, cells)
     result.seconds = time.time() - started
     return result
