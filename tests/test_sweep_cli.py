@@ -92,7 +92,8 @@ def test_optuna_sweep_killed_continues_and_extends(clean_env: dict[str, str], tm
     proc = subprocess.Popen([str(exe), *_sweep_cmd(sweep, 3)], env=clean_env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (sweep / "1" / ".hydra").is_dir() and proc.poll() is None and time.time() < deadline:
+    # trial 1 has started once Hydra has written its record (the last file Hydra writes before the task)
+    while not (sweep / "1" / ".hydra" / "overrides.yaml").is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert proc.poll() is None, "the sweep ended before its second trial started"
     proc.send_signal(signal.SIGKILL)  # pre-emption: no chance to clean up
