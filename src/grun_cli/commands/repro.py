@@ -84,7 +84,10 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
         raise GrunError("update=true writes expected_ci*.json, the CPU-scale numbers: use it with scale=ci")
     if int(cfg.repeats) < 1:
         raise GrunError(f"repeats={cfg.repeats}: give 1 or more")
-    jobs = int(os.cpu_count() or 1) if str(cfg.jobs) == "auto" else int(cfg.jobs)
+    if str(cfg.jobs) == "auto":  # CPU scale: a cell per core; paper scale: one 7-8B run per GPU at a time
+        jobs = int(os.cpu_count() or 1) if scale == "ci" else 1
+    else:
+        jobs = int(cfg.jobs)
     threads = int(cfg.threads)
     if jobs < 1 or threads < 1:
         raise GrunError(f"jobs={cfg.jobs} threads={cfg.threads}: give 1 or more (jobs=auto: one per core)")
