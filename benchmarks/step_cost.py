@@ -148,16 +148,23 @@ def main() -> None:
         args.arch = args.arch[0]
         print(json.dumps(child(args)))
         return
-    results: dict[str, dict[str, dict]] = {}
-    if args.count_only:
-        for arch in args.arch:
-            results[arch] = {a: count(arch, a) for a in ADAPTERS}
-            for r in results[arch].values():
-                print(f"{arch:<12} {r['adapter']:<6} {r['trainable']:>14,} {r['trainable_pct']:>10.4f}%")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
-        return
+    results = count_all(args) if args.count_only else time_all(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def count_all(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
+    results = {}
+    for arch in args.arch:
+        results[arch] = {a: count(arch, a) for a in ADAPTERS}
+        for r in results[arch].values():
+            print(f"{arch:<12} {r['adapter']:<6} {r['trainable']:>14,} {r['trainable_pct']:>10.4f}%")
+    return results
+
+
+def time_all(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
+    results = {}
     print(f"method {args.method}, batch {args.batch} forget + {args.batch} retain x {args.seq} tokens, "
           f"{args.device} {args.dtype}, median of {args.steps} steps")
     for arch in args.arch:
@@ -174,9 +181,7 @@ def main() -> None:
             m = f"{r['peak_mb'] / full['peak_mb']:.2f}" if "peak_mb" in full and full["peak_mb"] > 0 else "-"
             print(f"  {r['adapter']:<8}{r['trainable']:>14,}{r['trainable_pct']:>10.4f}{r['step_ms']:>11.1f}{t:>9}"
                   f"{r['peak_mb']:>11.1f}{m:>9}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    return results
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,24 @@ needs_shared_tofu = pytest.mark.skipif(
     SHARED_DATA is None,
     reason="real TOFU copy not found (set GRUN_DATA_DIR or place it at ../shared/data/tofu)",
 )
+
+
+def _composer(primary: str) -> Iterator:
+    """Compose ``primary`` (a grun command's config) with overrides, in process, as Hydra does."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from grun_cli.config import config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        yield lambda *overrides: compose(primary, overrides=list(overrides))
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def unlearn_composer() -> Iterator:
+    yield from _composer("unlearn")
 
 
 @pytest.fixture(scope="session")

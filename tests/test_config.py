@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from grun_cli.config import config_dir
+
+from conftest import _composer
 
 CONF = config_dir()
 
@@ -17,21 +17,9 @@ CONF = config_dir()
 FINETUNE_EXPERIMENTS = {"tofu_target", "tofu_retain"}
 
 
-def _composer(primary: str) -> Iterator:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        yield lambda *overrides: compose(primary, overrides=list(overrides))
-    GlobalHydra.instance().clear()
-
-
 @pytest.fixture
 def composer() -> Iterator:
     yield from _composer("finetune")
-
-
-@pytest.fixture
-def unlearn_composer() -> Iterator:
-    yield from _composer("unlearn")
 
 
 def options(group: str) -> list[str]:

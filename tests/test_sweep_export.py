@@ -4,13 +4,10 @@ tiny TOFU configs in conf/experiment/tiny_tofu compose to the settings their swe
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from grun_cli.config import config_dir
 from grun_cli.sweep.export import experiment_yaml, split_overrides, write_selected
@@ -48,22 +45,14 @@ def test_write_selected_skips_cells_without_a_selection(tmp_path: Path) -> None:
     assert [p.name for p in written] == ["gd_lora.yaml"]
 
 
-@pytest.fixture
-def unlearn_cfg() -> Iterator:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        yield lambda *o: compose("unlearn", overrides=list(o))
-    GlobalHydra.instance().clear()
-
-
 SELECTED = sorted(p.stem for p in (config_dir() / "experiment" / "tiny_tofu").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("cell", SELECTED)
-def test_selected_tiny_configs_compose_to_their_sweeps_choice(unlearn_cfg, cell: str) -> None:
+def test_selected_tiny_configs_compose_to_their_sweeps_choice(unlearn_composer, cell: str) -> None:
     """Each conf/experiment/tiny_tofu/<cell>.yaml gives the settings its sweep selected
     (experiments/tofu_forget05/sweeps/<cell>/best.json), on top of the tiny recipe."""
-    cfg = unlearn_cfg(f"experiment=tiny_tofu/{cell}")
+    cfg = unlearn_composer(f"experiment=tiny_tofu/{cell}")
     method, adapter = cell.split("_")
     assert (cfg.data.name, cfg.method.name, cfg.adapter.kind) == ("tofu", method, adapter)
     best = json.loads((REPO / "experiments" / "tofu_forget05" / "sweeps" / cell / "best.json").read_text())

@@ -7,28 +7,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from grun_cli.cli import data_default
 from grun_cli.commands import COMMANDS
-from grun_cli.config import config_dir
 from grun_cli.errors import GrunError
 from grun_cli.models.resolve import plan_target, recognise_tofu_target
 
 from conftest import SMALL_DATA, grun
-
-
-@pytest.fixture
-def unlearn_cfg() -> Iterator:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        yield lambda *o: compose("unlearn", overrides=list(o))
-    GlobalHydra.instance().clear()
 
 
 def _finetune_run(folder: Path, data: str = "tofu", split: str = "full") -> Path:
@@ -60,41 +48,41 @@ def test_recognises_grun_finetune_runs_on_the_full_set_only(tmp_path: Path) -> N
     assert not recognise_tofu_target(str(tmp_path / "bare"), "tofu")
 
 
-def test_paper_models_fine_tune_their_target_and_retain_model(unlearn_cfg) -> None:
+def test_paper_models_fine_tune_their_target_and_retain_model(unlearn_composer) -> None:
     for model, epochs_hours in (("llama3.1", 0.6), ("mistral", 0.8)):
-        plan = plan_target(unlearn_cfg(f"model={model}", "data=tofu", "method=npo"))
+        plan = plan_target(unlearn_composer(f"model={model}", "data=tofu", "method=npo"))
         assert plan.source == "finetune" and plan.target is None
-        assert plan.downloads == [(unlearn_cfg(f"model={model}").model.name_or_path, "model")]
+        assert plan.downloads == [(unlearn_composer(f"model={model}").model.name_or_path, "model")]
         assert len(plan.steps) == 4 and "retain split of forget05" in plan.steps[2]
         assert plan.gpu_hours == pytest.approx(epochs_hours)
-    given_logs = plan_target(unlearn_cfg("model=llama3.1", "data=tofu", "eval.retain_logs=/x/TOFU_EVAL.json"))
+    given_logs = plan_target(unlearn_composer("model=llama3.1", "data=tofu", "eval.retain_logs=/x/TOFU_EVAL.json"))
     assert len(given_logs.steps) == 3  # no retain model to fine-tune
 
 
-def test_published_target_with_its_retain_logs(unlearn_cfg) -> None:
-    plan = plan_target(unlearn_cfg("model=llama3.1_instruct", "data=tofu"))
+def test_published_target_with_its_retain_logs(unlearn_composer) -> None:
+    plan = plan_target(unlearn_composer("model=llama3.1_instruct", "data=tofu"))
     assert (plan.source, plan.target) == ("published", "open-unlearning/tofu_Llama-3.1-8B-Instruct_full")
     assert ("open-unlearning/eval", "dataset") in plan.downloads
     assert any("eval.retain_logs=ou:Llama-3.1-8B-Instruct" in s for s in plan.steps)
     with pytest.raises(GrunError, match="no published TOFU target"):
-        plan_target(unlearn_cfg("model=llama3.1", "data=tofu", "target.source=published"))
+        plan_target(unlearn_composer("model=llama3.1", "data=tofu", "target.source=published"))
 
 
-def test_a_given_model_must_be_a_tofu_fine_tune_unless_allowed(unlearn_cfg, tmp_path: Path) -> None:
+def test_a_given_model_must_be_a_tofu_fine_tune_unless_allowed(unlearn_composer, tmp_path: Path) -> None:
     target = _finetune_run(tmp_path / "ft")
-    plan = plan_target(unlearn_cfg("model=hf", f"model.name_or_path={target}", "data=tofu"))
+    plan = plan_target(unlearn_composer("model=hf", f"model.name_or_path={target}", "data=tofu"))
     assert (plan.source, plan.target, plan.steps) == ("given", str(target), [])
     base = ["model=llama3.1", "data=tofu", "target.source=given"]
     with pytest.raises(GrunError, match="not recognisably a tofu fine-tune.*measures nothing"):
-        plan_target(unlearn_cfg(*base))
-    assert plan_target(unlearn_cfg(*base, "target.allow_untrained=true")).source == "given"
+        plan_target(unlearn_composer(*base))
+    assert plan_target(unlearn_composer(*base, "target.allow_untrained=true")).source == "given"
     with pytest.raises(GrunError, match="target.source=maybe"):
-        plan_target(unlearn_cfg("model=llama3.1", "data=tofu", "target.source=maybe"))
+        plan_target(unlearn_composer("model=llama3.1", "data=tofu", "target.source=maybe"))
 
 
-def test_wmdp_and_tiny_keep_their_models(unlearn_cfg) -> None:
-    assert plan_target(unlearn_cfg("model=llama3.1", "data=wmdp", "method=rmu")).source == "base"
-    assert plan_target(unlearn_cfg()).source == "tiny"
+def test_wmdp_and_tiny_keep_their_models(unlearn_composer) -> None:
+    assert plan_target(unlearn_composer("model=llama3.1", "data=wmdp", "method=rmu")).source == "base"
+    assert plan_target(unlearn_composer()).source == "tiny"
 
 
 def test_real_models_default_to_tofu() -> None:

@@ -41,13 +41,19 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _mark_failed(message: str) -> None:
-    """Leave a FAILED file in the run directory so a partial run never looks complete."""
+def _run_folder() -> Path | None:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        out = Path(HydraConfig.get().runtime.output_dir)
-    except Exception:  # Hydra not initialised: nothing was written
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # Hydra not initialised: no run folder
+        return None
+
+
+def _mark_failed(message: str) -> None:
+    """Leave a FAILED file in the run directory so a partial run never looks complete."""
+    out = _run_folder()
+    if out is None:
         return
     from grun_cli.io_utils import atomic_write_text
 
@@ -56,12 +62,9 @@ def _mark_failed(message: str) -> None:
 
 def _clear_failed() -> None:
     """A new run in a folder that holds a failed one: the old FAILED no longer describes it."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        (Path(HydraConfig.get().runtime.output_dir) / "FAILED").unlink(missing_ok=True)
-    except Exception:  # Hydra not initialised: no run folder
-        return
+    out = _run_folder()
+    if out is not None:
+        (out / "FAILED").unlink(missing_ok=True)
 
 
 def _log_to_files(message: str) -> None:

@@ -14,6 +14,15 @@ from grun_cli.errors import GrunError
 log = logging.getLogger(__name__)
 
 
+def as_list(value: Any) -> list[Any]:
+    """A list-valued key given as a list, a single value or nothing (``runs=a`` or ``runs=[a,b]``)."""
+    from omegaconf import ListConfig
+
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, ListConfig)) else [value]
+
+
 def run_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 

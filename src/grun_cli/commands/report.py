@@ -10,27 +10,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
-from grun_cli.commands.context import run_dir
+from grun_cli.commands.context import as_list, run_dir
 from grun_cli.errors import GrunError
 
 log = logging.getLogger("grun.report")
-
-
-def _runs(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (list, ListConfig)):
-        return [str(v) for v in value]
-    return [str(value)]
 
 
 def report(cfg: DictConfig) -> dict[str, Any]:
     from grun_cli.report.collect import from_runs, from_sweep
     from grun_cli.report.tables import markdown, write_tables
 
-    runs, sweep_dir = _runs(cfg.get("runs")), cfg.get("sweep_dir")
+    runs, sweep_dir = [str(r) for r in as_list(cfg.get("runs"))], cfg.get("sweep_dir")
     if runs and sweep_dir:
         raise GrunError("give runs=[...] or sweep_dir=<dir>, not both; report the sweep's trial folders "
                         "with runs= to mix them with other runs")

@@ -16,24 +16,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
-from grun_cli.commands.context import run_dir
+from grun_cli.commands.context import as_list, run_dir
 from grun_cli.errors import GrunError
+from grun_cli.io_utils import atomic_write_json
 
 log = logging.getLogger("grun.repro")
 
 MIN_SEEDS_FOR_UPDATE = 3
 
 
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, ListConfig)) else [value]
-
-
 def _seeds(value: Any) -> list[int]:
-    seeds = _list(value)
+    seeds = as_list(value)
     try:
         out = [int(s) for s in seeds]
     except (TypeError, ValueError):
@@ -92,7 +87,7 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
     if jobs < 1 or threads < 1:
         raise GrunError(f"jobs={cfg.jobs} threads={cfg.threads}: give 1 or more (jobs=auto: one per core)")
     root = Path(str(cfg.root))
-    tables = find_tables(root, [str(t) for t in _list(cfg.tables)])
+    tables = find_tables(root, [str(t) for t in as_list(cfg.tables)])
     if scale == "paper":
         tables = [t for t in tables if "paper" in t.cells]
         if not tables:
@@ -104,7 +99,7 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
     if update and any(t.kind == "efficiency" for t in tables) and int(cfg.repeats) < MIN_SEEDS_FOR_UPDATE:
         raise GrunError(f"update=true measures the efficiency table's spread over repeats: give repeats="
                         f"{MIN_SEEDS_FOR_UPDATE} or more (got {cfg.repeats})")
-    extra = [str(o) for o in _list(cfg.overrides)]
+    extra = [str(o) for o in as_list(cfg.overrides)]
 
     # what each table runs on, its expected numbers and its claims: all read before any run
     plan = []
@@ -152,8 +147,6 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
             per_seed = rows_for_expected(result)
             numbers = measure(per_seed, table.metrics)
             path = table.expected_path(data)
-            from grun_cli.io_utils import atomic_write_json
-
             atomic_write_json(path, {
                 "about": f"{table.title}: CPU-scale numbers (mean over seeds; log10 metrics: geometric mean) and "
                          "tolerances (1.5 x the largest distance of a seed from the mean, at least the table's "
@@ -188,8 +181,6 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
     summary = (f"repro: {counts[OK]} ok, {counts[DRIFTED]} drifted, {counts[FAILED]} failed "
                f"({time.time() - started:.0f} s; {out})")
     print(summary)
-    from grun_cli.io_utils import atomic_write_json
-
     atomic_write_json(out / "repro.json", {"scale": scale, "seeds": seeds, "counts": counts, "verdicts": verdicts,
                                            "tables": tables_done, "machine": describe_machine(),
                                            "seconds": round(time.time() - started, 1)})

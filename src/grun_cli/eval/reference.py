@@ -99,18 +99,24 @@ def _eval_key(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def retain_logs_setting(cfg: DictConfig) -> str | None:
+def _plan(cfg: DictConfig) -> Any:
+    """The run's target plan (models/resolve.py), or None for configs without a target section."""
+    from grun_cli.models.resolve import plan_target
+
+    return plan_target(cfg) if "target" in cfg else None
+
+
+def retain_logs_setting(cfg: DictConfig, plan: Any = None) -> str | None:
     """The retain logs a run names: ``eval.retain_logs``, else the published logs that go with
-    a published TOFU target (``model.tofu.retain_logs``)."""
+    a published TOFU target (``model.tofu.retain_logs``). ``plan``: the run's target plan when
+    the caller has it."""
     if cfg.eval.get("retain_logs"):
         return str(cfg.eval.retain_logs)
     published = (cfg.model.get("tofu") or {}).get("retain_logs")
-    if published and "target" in cfg:
-        from grun_cli.models.resolve import plan_target
-
-        if plan_target(cfg).source == "published":
-            return str(published)
-    return None
+    if not published:
+        return None
+    plan = plan if plan is not None else _plan(cfg)
+    return str(published) if plan is not None and plan.source == "published" else None
 
 
 def resolve_reference(cfg: DictConfig, evaluate: Callable[[Any], dict[str, Any]]) -> tuple[dict | None, str]:
@@ -120,12 +126,10 @@ def resolve_reference(cfg: DictConfig, evaluate: Callable[[Any], dict[str, Any]]
     evaluated with ``evaluate(model_cfg)``; otherwise there is none (forget quality is n/a).
     """
     split = cfg.data.get("forget_split")
-    given = retain_logs_setting(cfg)
+    plan = _plan(cfg)
+    given = retain_logs_setting(cfg, plan)
     if given:
         return read_logs(given, split), given
-    from grun_cli.models.resolve import plan_target
-
-    plan = plan_target(cfg) if "target" in cfg else None
     if cfg.model.name == "tiny" or (plan is not None and plan.source == "finetune"):
         from grun_cli.models.target import ensure_finetuned, with_checkpoint
 

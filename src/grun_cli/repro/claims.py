@@ -22,7 +22,6 @@ for_each's labels are added to both sides, except to a side that names a referen
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from typing import Any
 import yaml
 
 from grun_cli.errors import GrunError
-from grun_cli.repro.expected import DRIFTED, FAILED, OK
+from grun_cli.repro.expected import DRIFTED, FAILED, OK, number
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 HOLDS, FAILS = "holds", "fails"
@@ -122,13 +121,6 @@ def _find(rows: Rows, selector: Mapping[str, str]) -> Mapping[str, Any] | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def _number(metrics: Mapping[str, Any] | None, key: str) -> float | None:
-    value = (metrics or {}).get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        return None
-    return float(value)
-
-
 _LABEL_ORDER = ("arch", "method", "adapter", "role")
 
 
@@ -144,10 +136,10 @@ def check(claim: Claim, rows: Rows) -> ClaimResult:
     details, outcomes = [], []
     for combo in combos:
         left_sel = {**claim.left, **combo}
-        left = _number(_find(rows, left_sel), claim.metric)
+        left = number((_find(rows, left_sel) or {}).get(claim.metric))
         if claim.right is not None:
             right_sel = dict(claim.right) if "role" in claim.right else {**claim.right, **combo}
-            right = _number(_find(rows, right_sel), claim.metric)
+            right = number((_find(rows, right_sel) or {}).get(claim.metric))
             right_name = _label(right_sel)
         else:
             right, right_name = claim.value, "the bar"

@@ -28,7 +28,8 @@ class Verdict:
     text: str
 
 
-def _scale(value: Any, log10: bool) -> float | None:
+def number(value: Any, log10: bool = False) -> float | None:
+    """A metric as a float (log10 of it when ``log10``), or None when it is not a number."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
         return None
     if log10:
@@ -49,12 +50,12 @@ def compare(observed: Mapping[str, Mapping[str, Any]], expected: Mapping[str, An
             spec = specs.get(metric, MetricSpec(metric, bool(exp.get("log10", False)), exp.get("better")))
             log10 = bool(exp.get("log10", spec.log10))
             better = exp.get("better", spec.better)
-            want, tol = _scale(exp["value"], log10), float(exp["tol"])
+            want, tol = number(exp["value"], log10), float(exp["tol"])
             if want is None:
                 verdicts.append(Verdict(FAILED, row, metric, f"the expected value {exp['value']!r} is not a number"))
                 continue
             unit = " decades" if log10 else ""
-            got = _scale((observed.get(row) or {}).get(metric), log10)
+            got = number((observed.get(row) or {}).get(metric), log10)
             if got is None:
                 verdicts.append(Verdict(FAILED, row, metric, f"not measured (expected {_show(want, log10)})"))
                 continue
@@ -78,7 +79,7 @@ def measure(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], specs: Mapping[
     for row in rows:
         numbers = {}
         for name, spec in specs.items():
-            values = [_scale((seed.get(row) or {}).get(name), spec.log10) for seed in per_seed]
+            values = [number((seed.get(row) or {}).get(name), spec.log10) for seed in per_seed]
             if any(v is None for v in values) or not values:
                 continue
             mean = statistics.fmean(values)

@@ -131,10 +131,9 @@ def load_table(folder: Path) -> Table:
     kind = raw.get("kind")
     if kind not in KINDS:
         raise GrunError(f"{path}: kind is {kind!r}; choose one of {', '.join(KINDS)}")
-    cells = {}
-    for scale in SCALES:
-        if raw.get("cells", {}).get(scale) is not None if isinstance(raw.get("cells"), Mapping) else False:
-            cells[scale] = _cells(raw["cells"][scale], f"{path}: cells.{scale}")
+    raw_cells = _mapping(raw.get("cells"), f"{path}: cells")
+    cells = {scale: _cells(raw_cells[scale], f"{path}: cells.{scale}")
+             for scale in SCALES if raw_cells.get(scale) is not None}
     if kind != "efficiency" and "ci" not in cells:
         raise GrunError(f"{path}: no cells.ci; list the selected configs the CI reruns")
     data = _mapping(raw.get("data"), f"{path}: data")

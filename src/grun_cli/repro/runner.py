@@ -109,20 +109,14 @@ def run_cell(cell: Cell, overrides: Sequence[str], folder: Path,
     return json.loads((folder / "metrics.json").read_text()), None
 
 
-def compose_cell(cell: Cell, overrides: Sequence[str]) -> Any:
-    """The composed `grun unlearn` config of a cell (for the reference models), in process."""
+def references(overrides: Sequence[str], out: Path) -> dict[str, Path]:
+    """The target (and retain) model's evaluation for a cell's `grun unlearn` overrides, as
+    report rows: the sweeps' reference code, cached across runs for the tiny model."""
     from hydra import compose
 
-    return compose(config_name="unlearn", overrides=list(overrides))
-
-
-def references(table: Table, cell: Cell, overrides: Sequence[str], out: Path) -> dict[str, Path]:
-    """The target (and retain) model's evaluation as report rows: the sweeps' reference code,
-    cached across runs for the tiny model."""
     from grun_cli.sweep.references import ensure_references
 
-    cfg = compose_cell(cell, overrides)
-    return ensure_references(cfg, out)
+    return ensure_references(compose(config_name="unlearn", overrides=list(overrides)), out)
 
 
 def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: str | None,
@@ -144,7 +138,7 @@ def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: s
             models.setdefault(cell.labels.get("model"), cell)
         for model, first in models.items():
             where = out / table.name / (f"refs_{model}" if model else "")
-            refs = references(table, first, cell_overrides(first, seeds[0], data, table, extra), where)
+            refs = references(cell_overrides(first, seeds[0], data, table, extra), where)
             for role, folder in refs.items():
                 name = f"{role}@{model}" if model else role
                 result.references[name] = json.loads((folder / "metrics.json").read_text())

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from grun_cli.io_utils import atomic_write_text
+from grun_cli.sweep.records import read_sweep
 
 SELECTED_DIR = "selected"
 #: config groups a trial may choose on the command line (a defaults override in the config)
@@ -88,11 +89,8 @@ def write_selected(sweep_dir: Path, best: Mapping[str, Any], trials: Sequence[Ma
     """``selected/<method>_<adapter>.yaml`` for every cell with a selected trial."""
     sweep_dir = Path(sweep_dir)
     by_number = {t.get("number"): t for t in trials}
-    sweep_name = None
-    sweep_file = sweep_dir / "sweep.json"
-    if sweep_file.is_file():
-        sweep_name = next((o.split("=", 1)[1] for o in json.loads(sweep_file.read_text()).get("overrides", [])
-                           if o.startswith("sweep=")), None)
+    sweep_name = next((o.split("=", 1)[1] for o in read_sweep(sweep_dir).get("overrides", [])
+                       if o.startswith("sweep=")), None)
     written = []
     for cell, info in (best.get("cells") or {}).items():
         trial = by_number.get(info.get("selected"))
