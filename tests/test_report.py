@@ -244,9 +244,12 @@ def test_gates_json_of_a_grun_run(runs: dict[str, Path]) -> None:
 @pytest.mark.slow
 def test_report_of_run_folders(runs: dict[str, Path], env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "report"
+    out.mkdir()
+    (out / "FAILED").write_text("error: an earlier run into this folder\n")  # a rerun into a failed run's folder
     r = grun("report", f"runs=[{runs['target']},{runs['retain']},{runs['root'] / 'trials' / '*'}]", f"out={out}",
              env=env)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not (out / "FAILED").exists()  # the complete new run does not keep the old marker
     md = (out / "report.md").read_text()
     rows = _md_rows(md)
     retain_name = f"model {Path(_card(runs['retain'])['config']['model']['name_or_path']).parent.name}/checkpoint"

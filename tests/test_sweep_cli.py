@@ -55,6 +55,11 @@ def test_grid_sweep_records_a_failing_trial_and_goes_on(clean_env: dict[str, str
     cell = best["cells"]["npo/grun"]
     expect = 0 if metrics["model_utility"] >= 0.9 * tu else None
     assert (cell["selected"], cell["trials"], cell["failed"]) == (expect, 2, 1)
+    selected = sweep / "selected" / "npo_grun.yaml"  # the choice as a ready experiment config
+    assert selected.is_file() == (expect is not None)
+    if expect is not None:
+        body = yaml.safe_load(selected.read_text())
+        assert body["adapter"] == {"layers": [2, 3]} and {"override /adapter": "grun"} in body["defaults"]
     assert "selection: highest forget_quality among complete trials" in r.stdout
     assert "trial 1 failed: adapter.layers=[9]" in r.stdout
     assert json.loads((sweep / "sweep.json").read_text())["overrides"][-1] == "adapter.layers=[2,3],[9]"
