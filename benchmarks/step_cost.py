@@ -8,6 +8,11 @@ forget + retain batches of --batch rows x --seq tokens, the answer on the second
     python benchmarks/step_cost.py --arch llama3.1-8b --device cuda --dtype bfloat16 --method npo
     python benchmarks/step_cost.py --count-only --arch llama3.1-8b mistral-7b   # parameters only
     python benchmarks/step_cost.py --json out.json     # also write {arch: {adapter: row}} (grun repro)
+    python benchmarks/step_cost.py --rounds 3          # each adapter 3 times, in rotating order
+
+Timing noise on a shared machine drifts over seconds; --rounds R runs every adapter R times,
+rotating their order each round, and reports each adapter's median over the rounds, so a slow
+stretch of the machine does not land on one adapter only.
 
 Memory: CUDA peak allocated bytes on a GPU; on CPU the peak resident set size of the child
 minus its size right after building the model (the training overhead).
@@ -128,6 +133,19 @@ def run_child(args: argparse.Namespace, arch: str, adapter: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def median_row(runs: list[dict]) -> dict:
+    """One adapter's row over its rounds: the median step time and peak memory (a failed round
+    fails the row: an out-of-memory is not noise)."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    row = dict(runs[0])
+    row["step_ms"] = statistics.median(r["step_ms"] for r in runs)
+    row["peak_mb"] = statistics.median(r["peak_mb"] for r in runs)
+    row["rounds"] = len(runs)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", nargs="+", default=["tiny", "mid"], choices=sorted(ARCHS))
@@ -139,6 +157,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--rounds", type=int, default=1, help="runs per adapter, in rotating order (median kept)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per child (0: torch's default)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--count-only", action="store_true", help="trainable parameters only (meta device)")
@@ -166,9 +185,15 @@ def count_all(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
 def time_all(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
     results = {}
     print(f"method {args.method}, batch {args.batch} forget + {args.batch} retain x {args.seq} tokens, "
-          f"{args.device} {args.dtype}, median of {args.steps} steps")
+          f"{args.device} {args.dtype}, median of {args.steps} steps"
+          + (f", median over {args.rounds} rounds" if args.rounds > 1 else ""))
+    names = list(ADAPTERS)
     for arch in args.arch:
-        rows = [run_child(args, arch, a) for a in ADAPTERS]
+        runs: dict[str, list[dict]] = {a: [] for a in names}
+        for r in range(max(1, args.rounds)):
+            for a in names[r % len(names):] + names[: r % len(names)]:
+                runs[a].append(run_child(args, arch, a))
+        rows = [median_row(runs[a]) for a in names]
         results[arch] = {r["adapter"]: r for r in rows}
         full = rows[0]
         print(f"\n{arch}: {json.dumps(ARCHS[arch])}")

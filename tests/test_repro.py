@@ -167,6 +167,24 @@ def test_the_repository_tables_load_and_name_existing_configs() -> None:
                 assert (config_dir() / "experiment" / f"{cell.experiment}.yaml").is_file(), cell
 
 
+def test_efficiency_shapes_and_rounds() -> None:
+    import importlib.util
+
+    from grun_cli.repro.runner import step_shapes
+
+    assert step_shapes(["tiny", "mid"]) == {"tiny": [], "mid": []}
+    assert step_shapes({"tiny": ["--steps", 30], "mid": None}) == {"tiny": ["--steps", "30"], "mid": []}
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "step_cost.py"
+    spec = importlib.util.spec_from_file_location("step_cost", path)
+    step_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_cost)
+    runs = [{"adapter": "grun", "step_ms": ms, "peak_mb": mb, "trainable": 5, "trainable_pct": 0.1}
+            for ms, mb in [(100.0, 9.0), (300.0, 10.0), (120.0, 11.0)]]
+    row = step_cost.median_row(runs)  # a slow stretch of the machine in one round is outvoted
+    assert (row["step_ms"], row["peak_mb"], row["rounds"]) == (120.0, 10.0, 3)
+    assert step_cost.median_row([*runs, {"adapter": "grun", "error": "out of memory"}])["error"] == "out of memory"
+
+
 # -- the real command --------------------------------------------------------------------------
 CELL = ["logger=none", *SMALL_DATA[:2], "probe.max_rows=20", "eval.max_rows=12", GOOD_TARGET,
         "train.max_steps=40", "train.lr=1e-2"]

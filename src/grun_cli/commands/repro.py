@@ -176,7 +176,8 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
                                    "rows": observed}
     counts = {s: sum(v["status"] == s for v in verdicts) for s in (OK, DRIFTED, FAILED)}
     print("")
-    for v in verdicts:
+    order = {OK: 0, DRIFTED: 1, FAILED: 2}  # failures last: the tail of a CI log names them
+    for v in sorted(verdicts, key=lambda v: order.get(v["status"], 3)):
         print(f"{v['status']:<8}{v['table']:<16}{v['what']}: {v['text']}")
     summary = (f"repro: {counts[OK]} ok, {counts[DRIFTED]} drifted, {counts[FAILED]} failed "
                f"({time.time() - started:.0f} s; {out})")

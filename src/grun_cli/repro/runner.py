@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from grun_cli.errors import GrunError
+from grun_cli.io_utils import atomic_write_json
 from grun_cli.repro.manifest import Cell, MetricSpec, Table
 
 log = logging.getLogger("grun.repro")
@@ -119,6 +120,37 @@ def references(overrides: Sequence[str], out: Path) -> dict[str, Path]:
     return ensure_references(compose(config_name="unlearn", overrides=list(overrides)), out)
 
 
+def _finetune_in_child(overrides: Sequence[str], split: str, threads: int) -> str:
+    """One cached tiny fine-tune (target or retain model), built in its own process."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from grun_cli.config import config_dir
+    from grun_cli.models.target import ensure_finetuned
+
+    torch.set_num_threads(threads)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        return str(ensure_finetuned(compose(config_name="unlearn", overrides=list(overrides)), split))
+
+
+def prebuild_finetunes(overrides: Sequence[str], jobs: int, threads: int) -> None:
+    """The tiny model's target and retain fine-tunes side by side (`jobs` >= 2), before the
+    reference rows need them one after the other: on a fresh clone they are the longest step
+    of the table. Each is built as it would be in-process (same recipe, same thread count), so
+    the cache holds the same bytes either way."""
+    from hydra import compose
+
+    cfg = compose(config_name="unlearn", overrides=list(overrides))
+    if jobs < 2 or cfg.model.name != "tiny" or cfg.model.get("name_or_path") or str(cfg.eval.get("kind")) != "tofu":
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in [pool.submit(_finetune_in_child, list(overrides), split, threads) for split in ("full", "retain")]:
+            future.result()
+
+
 def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: str | None,
               extra: Sequence[str], jobs: int = 1, threads: int = 1, echo: Any = print) -> TableRun:
     """The reference rows first (they build the cached target and retain models, so parallel
@@ -138,6 +170,7 @@ def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: s
             models.setdefault(cell.labels.get("model"), cell)
         for model, first in models.items():
             where = out / table.name / (f"refs_{model}" if model else "")
+            prebuild_finetunes(cell_overrides(first, seeds[0], data, table, extra), jobs, threads)
             refs = references(cell_overrides(first, seeds[0], data, table, extra), where)
             for role, folder in refs.items():
                 name = f"{role}@{model}" if model else role
@@ -202,21 +235,29 @@ def run_efficiency(table: Table, repo: Path, out: Path, repeats: int, echo: Any 
         raise GrunError(f"the efficiency table needs {script}; run grun repro from a clone of the repository")
     result = TableRun(table, None)
     settings = table.settings
-    shapes = [str(s) for s in settings.get("step_shapes", ["tiny"])]
+    shapes = step_shapes(settings.get("step_shapes", ["tiny"]))
     counts = [str(s) for s in settings.get("count_shapes", [])]
     out_dir = out / table.name
     out_dir.mkdir(parents=True, exist_ok=True)
     for repeat in range(repeats):
         path = out_dir / f"step_cost_{repeat}.json"
         if not path.is_file():
-            cmd = [sys.executable, str(script), "--arch", *shapes, "--json", str(path),
-                   *[str(a) for a in settings.get("step_args", [])]]
-            t0 = time.time()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                result.failures.append(f"step_cost.py failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+            measured: dict[str, Any] = {}
+            for shape, shape_args in shapes.items():
+                part = out_dir / f"step_cost_{repeat}.{shape}.json"
+                cmd = [sys.executable, str(script), "--arch", shape, "--json", str(part),
+                       *[str(a) for a in settings.get("step_args", [])], *shape_args]
+                t0 = time.time()
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    result.failures.append(f"step_cost.py failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+                    break
+                measured.update(json.loads(part.read_text()))
+                part.unlink()
+                echo(f"  [{repeat + 1}/{repeats}] {table.name} step cost {shape}: {time.time() - t0:.0f} s")
+            if result.failures:
                 break
-            echo(f"  [{repeat + 1}/{repeats}] {table.name} step cost {' '.join(shapes)}: {time.time() - t0:.0f} s")
+            atomic_write_json(path, measured)
         rows: Rows = {}
         for arch, adapters in json.loads(path.read_text()).items():
             full = adapters.get("full") or {}
@@ -245,6 +286,15 @@ def run_efficiency(table: Table, repo: Path, out: Path, repeats: int, echo: Any 
                     result.labels[name] = {"arch": arch, "adapter": adapter}
     result.seconds = time.time() - started
     return result
+
+
+def step_shapes(setting: Any) -> dict[str, list[str]]:
+    """The efficiency table's `step_shapes`: a list of shapes, or shape -> its own step_cost.py
+    arguments (after `step_args`: a tiny step needs more steps and rounds than a mid-size one to
+    time steadily, and costs far less)."""
+    if isinstance(setting, Mapping):
+        return {str(k): [str(a) for a in (v or [])] for k, v in setting.items()}
+    return {str(s): [] for s in setting}
 
 
 def describe_machine() -> dict[str, Any]:
