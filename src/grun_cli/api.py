@@ -80,7 +80,13 @@ def _load_hf(source: str, revision: str | None, dtype: Any = None) -> Any:
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=dtype or "auto")
+        return AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=dtype or "auto",
+                                                    trust_remote_code=False)  # a run folder never runs code
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise GrunError(f"the base model '{source}' of this run contains custom code, which grun does not run "
+                        "when loading a run folder") from e
     except OSError as e:
         raise GrunError(f"cannot load base model '{source}' of this run: {str(e).splitlines()[0]}") from e
 

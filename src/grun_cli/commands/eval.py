@@ -149,6 +149,23 @@ def _eval_for_data(data: str) -> DictConfig:
     return compose("evaluate", overrides=[f"data={data}", *mine]).eval
 
 
+def _refuse_remote_code(run: Path, card: dict[str, Any], trust: bool) -> None:
+    """A shared run folder never runs code on its own say: a card asking for remote code, or a
+    checkpoint whose config.json maps classes to its own Python files, needs the user's
+    explicit model.trust_remote_code=true."""
+    from grun_cli.models.loading import REMOTE_CODE_FIX, custom_code
+
+    if trust:
+        return
+    modules = custom_code(card["checkpoint"]) if card.get("checkpoint") else []
+    if modules:
+        raise GrunError(f"run={run}: its checkpoint's config.json loads Python code from the folder "
+                        f"({', '.join(m + '.py' for m in modules)}); grun does not run it; " + REMOTE_CODE_FIX)
+    if card["config"].get("model", {}).get("trust_remote_code"):
+        raise GrunError(f"run={run}: its run card asks for trust_remote_code, which a run folder cannot grant; "
+                        + REMOTE_CODE_FIX)
+
+
 def _adopt_run(cfg: DictConfig, run: Path) -> dict[str, Any]:
     """Take model/data/target settings from a run directory's card."""
     card = read_run_card(run)
@@ -158,6 +175,8 @@ def _adopt_run(cfg: DictConfig, run: Path) -> dict[str, Any]:
     if card["command"] == "finetune" and not card.get("checkpoint"):
         raise GrunError(f"run={run} saved no checkpoint (save_model=false); nothing to evaluate")
     run_data = card["config"]["data"]["name"]
+    trust = bool(cfg.model.get("trust_remote_code", False))  # the command line's, never the card's
+    _refuse_remote_code(run, card, trust)
     with open_dict(cfg):
         if _eval_follows_data(cfg) and run_data != cfg.data.name:  # the run's data set's evaluation
             cfg.eval = _eval_for_data(run_data)
@@ -167,6 +186,7 @@ def _adopt_run(cfg: DictConfig, run: Path) -> dict[str, Any]:
             cfg.target = OmegaConf.create(card["config"]["target"])
         if card["command"] == "finetune":
             cfg.model.name_or_path = card["checkpoint"]
+        cfg.model.trust_remote_code = trust
     log.info("evaluating the %s run %s (its model and data settings)", card["command"], run)
     return card
 

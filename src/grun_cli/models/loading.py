@@ -76,6 +76,25 @@ def _torch_dtype(name: str) -> Any:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
+REMOTE_CODE_FIX = "if you trust that code, add model.trust_remote_code=true on the command line"
+
+
+def custom_code(folder: str | Path) -> list[str]:
+    """The Python modules a local checkpoint's config.json asks ``from_pretrained`` to import
+    (``auto_map``): code that runs on load. Empty for a Hub id or a plain checkpoint."""
+    import json
+
+    path = Path(str(folder)).expanduser() / "config.json"
+    if not path.is_file():
+        return []
+    try:
+        auto_map = json.loads(path.read_text()).get("auto_map") or {}
+    except (ValueError, AttributeError):
+        return []
+    names = auto_map.values() if isinstance(auto_map, dict) else []
+    return sorted({str(n if isinstance(n, str) else n[0]).split(".")[0] for n in names if n})
+
+
 def load_model(
     model_cfg: Mapping[str, Any],
     corpus: Callable[[], Sequence[str]],
@@ -97,6 +116,11 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             source, revision=revision, dtype=dtype, trust_remote_code=trust
         )
+    except ValueError as e:  # custom code in the checkpoint, refused without trust_remote_code
+        if "trust_remote_code" not in str(e):
+            raise
+        raise GrunError(f"the model '{source}' contains custom code that grun does not run by default; "
+                        + REMOTE_CODE_FIX) from e
     except OSError as e:  # not found, gated, offline
         raise GrunError(
             f"cannot load model '{source}': {str(e).splitlines()[0]}. For a Hub model check the "
