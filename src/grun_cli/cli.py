@@ -146,6 +146,10 @@ def run_command(command: Command, overrides: Sequence[str]) -> Any:
              "--shell-completion", "-sc"}
     if command.multirun and not modes & set(overrides):  # Hydra takes one mode flag at most
         overrides = ["--multirun", *overrides]
+    if not command.multirun and not (modes - {"-c", "--cfg", "-r", "--run"}) & set(overrides):
+        from grun_cli.compose_check import check_composition
+
+        check_composition(command.config_name, [o for o in overrides if "=" in o or o.startswith("~")], command.name)
     sys.argv = [f"grun {command.name}", *overrides]
     app = hydra.main(
         version_base="1.3", config_path=str(config_dir()), config_name=command.config_name

@@ -65,16 +65,17 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
 
     Also used to build cached tiny targets for `grun unlearn` (track=False: no W&B run).
     """
-    from transformers import Trainer
-
-    from grun_cli.train.trainer import NaNGuard, QACollator, training_arguments
-
     started = time.time()
     config = plain_config(cfg)
     seed_everything(cfg.seed)
 
     source = make_source(cfg.data, data_root=cfg.paths.data_dir)
-    split = source.resolve(str(cfg.split))
+    split = source.resolve(str(cfg.split))  # a wrong split fails before the trainer's imports
+
+    from transformers import Trainer
+
+    from grun_cli.train.trainer import NaNGuard, QACollator, training_arguments
+
     main_rows = source.rows(split)
     extra_rows = [r for s in cfg.extra_splits for r in source.rows(str(s))]
     rows = main_rows + extra_rows
