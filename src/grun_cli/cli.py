@@ -50,21 +50,26 @@ def _run_folder() -> Path | None:
         return None
 
 
-def _mark_failed(message: str) -> None:
-    """Leave a FAILED file in the run directory so a partial run never looks complete."""
+def _mark_failed(message: str, marker: str = "FAILED") -> None:
+    """Leave a FAILED (or INTERRUPTED) file in the run directory so a partial run never looks
+    complete."""
     out = _run_folder()
     if out is None:
         return
     from grun_cli.io_utils import atomic_write_text
 
-    atomic_write_text(out / "FAILED", message.rstrip() + "\n")
+    atomic_write_text(out / marker, message.rstrip() + "\n")
 
 
 def _clear_failed() -> None:
-    """A new run in a folder that holds a failed one: the old FAILED no longer describes it."""
+    """A new run in a folder that holds a failed or interrupted one: the old marker no longer
+    describes it."""
+    from grun_cli.interrupts import INTERRUPTED
+
     out = _run_folder()
     if out is not None:
-        (out / "FAILED").unlink(missing_ok=True)
+        for marker in ("FAILED", INTERRUPTED):
+            (out / marker).unlink(missing_ok=True)
 
 
 def _log_to_files(message: str) -> None:
@@ -88,9 +93,16 @@ def _guarded(fn: Callable[[Any], Any], command: Command) -> Callable[[Any], Any]
             _log_to_files(f"error: {e}")
             print(f"grun {command.name}: error: {e}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
-        except KeyboardInterrupt:
-            _mark_failed("interrupted")
-            raise
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (interrupts.install)
+            from grun_cli.interrupts import INTERRUPTED, describe
+
+            name, status = describe(e)
+            _mark_failed(f"interrupted by {name}", INTERRUPTED)
+            _log_to_files(f"interrupted by {name}")
+            out = _run_folder()
+            print(f"\ngrun {command.name}: interrupted by {name}"  # on its own line, after any progress bar
+                  + (f"; {out} is marked {INTERRUPTED} (not a result)" if out else ""), file=sys.stderr)
+            raise SystemExit(status) from None
         except Exception:
             _mark_failed(traceback.format_exc())
             raise
@@ -175,11 +187,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(EXIT_USER_ERROR)
+    from grun_cli.interrupts import describe, install
+
+    install()
     try:
         run_command(command, rest)
     except GrunError as e:  # raised before Hydra started the job (e.g. configs not found)
         print(f"grun {name}: error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
+    except KeyboardInterrupt as e:  # before or between jobs (a run's own folder is marked above)
+        signame, status = describe(e)
+        print(f"grun {name}: interrupted by {signame}", file=sys.stderr)
+        raise SystemExit(status) from None
 
 
 if __name__ == "__main__":

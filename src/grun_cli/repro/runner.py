@@ -95,14 +95,35 @@ def cell_overrides(cell: Cell, seed: int, data: str | None, table: Table, extra:
     return [f"experiment={cell.experiment}", f"seed={seed}", *model, *data_override, *cell.overrides, *extra]
 
 
+#: cells running as child processes, stopped when the table is interrupted (a SIGTERM reaches
+#: only this process; its cells would run on as orphans)
+_RUNNING: set[subprocess.Popen] = set()
+_STOPPING: list[bool] = []
+
+
+def stop_cells() -> None:
+    """SIGTERM to every running cell (each marks its folder INTERRUPTED and exits); no new
+    cell starts after this."""
+    _STOPPING.append(True)
+    for proc in list(_RUNNING):
+        proc.terminate()
+
+
 def run_cell(cell: Cell, overrides: Sequence[str], folder: Path,
              env: Mapping[str, str] | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """``grun unlearn <overrides>`` into ``folder`` (reused when complete); its metrics or why not."""
     if not _complete(folder):
+        if _STOPPING:
+            return None, "interrupted"
         folder.parent.mkdir(parents=True, exist_ok=True)
         with open(folder.parent / f"{folder.name}.log", "w") as out:
-            proc = subprocess.run(grun_command(["unlearn", *overrides, f"hydra.run.dir={folder}"]),
-                                  stdout=out, stderr=subprocess.STDOUT, env=dict(env or os.environ))
+            proc = subprocess.Popen(grun_command(["unlearn", *overrides, f"hydra.run.dir={folder}"]),
+                                    stdout=out, stderr=subprocess.STDOUT, env=dict(env or os.environ))
+            _RUNNING.add(proc)
+            try:
+                proc.wait()
+            finally:
+                _RUNNING.discard(proc)
         if proc.returncode != 0 or not _complete(folder):
             lines = (folder.parent / f"{folder.name}.log").read_text(errors="replace").strip().splitlines()
             last = next((ln for ln in reversed(lines) if ln.strip()), "no output")
@@ -190,7 +211,8 @@ def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: s
     per_seed: dict[int, Rows] = {seed: {} for seed in seeds}
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
         futures = [pool.submit(one, t) for t in tasks]
         for done, future in enumerate(as_completed(futures), 1):
             seed, cell, metrics, error, took = future.result()
@@ -201,6 +223,11 @@ def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: s
             per_seed[seed][cell.name] = metrics
             result.labels[cell.name] = {"method": cell.method, "adapter": cell.adapter, **cell.labels}
             echo(f"  [{done}/{len(tasks)}] {table.name} {cell.name} seed {seed}: {took:.0f} s", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the cells too; `out=` continues later
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_cells()
+        raise
+    pool.shutdown()
     result.per_seed = [per_seed[seed] for seed in seeds]
     result.report = make_report(result, out / table.name, seeds[0], folders, cells)
     result.seconds = time.time() - started

@@ -1,0 +1,50 @@
+"""SIGTERM (what job schedulers send) and SIGINT (Ctrl-C) in the middle of training: one line on
+stderr, no traceback, exit status 143 / 130, and a folder marked INTERRUPTED that never looks
+complete."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import GOOD_TARGET, REPO, SMALL_DATA
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 400) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.is_file() and text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.stderr.read()[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"no '{text}' in {path} after {timeout} s")
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_training_marks_the_run_interrupted(clean_env: dict[str, str], tmp_path: Path,
+                                                         sig: signal.Signals, status: int) -> None:
+    run = tmp_path / "run"
+    exe = Path(sys.executable).with_name("grun")
+    proc = subprocess.Popen([str(exe), "unlearn", *SMALL_DATA, GOOD_TARGET, "train.max_steps=100000",
+                             f"hydra.run.dir={run}"], env=clean_env, cwd=REPO, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(run / "unlearn.log", "trainable parameters", proc)
+        time.sleep(2)  # inside the training loop
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    name = signal.Signals(sig).name
+    assert proc.returncode == status, err[-3000:]
+    assert "Traceback" not in err
+    lines = [ln.strip() for ln in err.splitlines() if "grun unlearn:" in ln]
+    assert lines == [f"grun unlearn: interrupted by {name}; {run} is marked INTERRUPTED (not a result)"], err[-2000:]
+    assert (run / "INTERRUPTED").read_text().strip() == f"interrupted by {name}"
+    assert not (run / "run_card.json").exists() and not (run / "FAILED").exists()
