@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,13 +99,13 @@ def cell_overrides(cell: Cell, seed: int, data: str | None, table: Table, extra:
 #: cells running as child processes, stopped when the table is interrupted (a SIGTERM reaches
 #: only this process; its cells would run on as orphans)
 _RUNNING: set[subprocess.Popen] = set()
-_STOPPING: list[bool] = []
+_STOPPING = threading.Event()
 
 
 def stop_cells() -> None:
     """SIGTERM to every running cell (each marks its folder INTERRUPTED and exits); no new
     cell starts after this."""
-    _STOPPING.append(True)
+    _STOPPING.set()
     for proc in list(_RUNNING):
         proc.terminate()
 
@@ -113,7 +114,7 @@ def run_cell(cell: Cell, overrides: Sequence[str], folder: Path,
              env: Mapping[str, str] | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """``grun unlearn <overrides>`` into ``folder`` (reused when complete); its metrics or why not."""
     if not _complete(folder):
-        if _STOPPING:
+        if _STOPPING.is_set():
             return None, "interrupted"
         folder.parent.mkdir(parents=True, exist_ok=True)
         with open(folder.parent / f"{folder.name}.log", "w") as out:
@@ -191,8 +192,9 @@ def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: s
             models.setdefault(cell.labels.get("model"), cell)
         for model, first in models.items():
             where = out / table.name / (f"refs_{model}" if model else "")
-            prebuild_finetunes(cell_overrides(first, seeds[0], data, table, extra), jobs, threads)
-            refs = references(cell_overrides(first, seeds[0], data, table, extra), where)
+            overrides = cell_overrides(first, seeds[0], data, table, extra)
+            prebuild_finetunes(overrides, jobs, threads)
+            refs = references(overrides, where)
             for role, folder in refs.items():
                 name = f"{role}@{model}" if model else role
                 result.references[name] = json.loads((folder / "metrics.json").read_text())
