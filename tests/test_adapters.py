@@ -251,3 +251,49 @@ def test_unlearn_warmup_scales_the_method_term(tiny, tmp_path: Path) -> None:
         assert trainer.compute_loss(adapter.model, batch).item() == pytest.approx(0.5 * full + aux, rel=1e-5)
         trainer.state.global_step = 50
         assert trainer.compute_loss(adapter.model, batch).item() == pytest.approx(full + aux, rel=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [GRUN, LORA], ids=["grun", "lora"])
+def test_a_reloaded_adapter_can_be_trained_again(tiny, tmp_path: Path, cfg) -> None:
+    """load_adapter(trainable=True): the same function as saved (GRUN's rotation through its
+    orthogonal parametrization's right inverse, ~1e-7), and training moves it and keeps the
+    rotation orthonormal. The default reload stays inference-only."""
+    model = fresh(tiny)
+    base = {"source": "tiny", "fingerprint": base_fingerprint(model)}  # before the edit is attached
+    adapter = make_adapter(model, cfg)
+    perturb(adapter)
+    trained = logits(model, adapter)
+    adapter.save(tmp_path, base)
+    assert not load_adapter(fresh(tiny), tmp_path).trainable_parameters()
+    target = fresh(tiny)
+    loaded = load_adapter(target, tmp_path, trainable=True)
+    assert torch.allclose(logits(target, loaded), trained, atol=1e-4)
+    params = loaded.trainable_parameters()
+    assert params and all(p.requires_grad for p in params)
+    before = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(loaded.param_groups(0.0), lr=1e-2)
+    loaded.model.train()
+    with loaded.editing(POS):
+        out = loaded.model(input_ids=IDS, attention_mask=MASK).logits
+    out.float().pow(2).mean().backward()
+    opt.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, params, strict=True))
+    if cfg["kind"] == "grun":
+        assert loaded.orthonormality_error() < 1e-5
+
+
+def test_checkpoint_state_round_trip_is_exact(tiny) -> None:
+    """What a checkpoint holds puts a second adapter in exactly the first one's state (GRUN: the
+    parametrization's free parameter, not the computed rotation; its fixed base comes from the
+    seeded initialisation, as in a resumed run)."""
+    torch.manual_seed(0)
+    first = make_adapter(fresh(tiny), GRUN)
+    perturb(first)
+    state = {k: v.clone() for k, v in first.checkpoint_state().items()}
+    assert any("parametrizations.weight.original" in k for k in state)
+    torch.manual_seed(0)
+    second = make_adapter(fresh(tiny), GRUN)
+    second.load_checkpoint_state(state)
+    assert torch.equal(logits(second.model, second), logits(first.model, first))
+    with pytest.raises(GrunError, match="does not fit adapter=grun"):
+        second.load_checkpoint_state({k: v for k, v in list(state.items())[1:]})

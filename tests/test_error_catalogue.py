@@ -29,6 +29,47 @@ CATALOGUE = [
     ("group-given-a-number", ["unlearn", "train=3"], "a config group takes an option name"),
     # -- data --------------------------------------------------------------------------------
     ("unknown-split", ["finetune", "split=forget07", *SMALL], "unknown split 'forget07'"),
+    # -- settings: types and ranges (settings_check.py), before anything loads -------------------
+    ("lr-not-a-number", ["unlearn", "train.lr=abc"], "train.lr=abc: input should be a valid number"),
+    ("lr-negative", ["unlearn", "train.lr=-1"], "train.lr=-1: input should be greater than 0"),
+    ("batch-size-negative", ["unlearn", "train.batch_size=-2"], "train.batch_size=-2: input should be greater than or equal to 1"),
+    ("grad-accum-zero", ["finetune", "train.grad_accum=0"], "train.grad_accum=0: input should be greater than or equal to 1"),
+    ("epochs-zero-unlearn", ["unlearn", "train.epochs=0"], "train.epochs=0 with no train.max_steps trains nothing"),
+    ("epochs-zero-finetune", ["finetune", "train.epochs=0"], "give train.epochs > 0 or train.max_steps >= 1"),
+    ("warmup-fraction-too-big", ["unlearn", "train.warmup=1.5"], "train.warmup=1.5"),
+    ("scheduler-typo", ["unlearn", "train.scheduler=cosin"], "train.scheduler=cosin: input should be 'linear', 'cosine'"),
+    ("adam-beta-too-big", ["unlearn", "train.adam_betas=[0.9,1.5]"], "train.adam_betas.1=1.5: input should be less than 1"),
+    ("logging-steps-zero", ["unlearn", "train.logging_steps=0"], "train.logging_steps=0"),
+    ("save-steps-negative", ["finetune", "train.save_steps=-5"], "train.save_steps=-5: input should be greater than or equal to 0"),
+    ("seed-not-a-number", ["unlearn", "seed=abc"], "seed=abc: input should be a valid integer"),
+    ("seed-negative", ["finetune", "seed=-1"], "seed=-1: input should be greater than or equal to 0"),
+    ("pairing-typo", ["unlearn", "pairing=fixd"], "pairing=fixd: input should be 'random' or 'fixed'"),
+    ("probe-batch-zero", ["unlearn", "probe.batch_size=0"], "probe.batch_size=0"),
+    ("max-length-zero", ["finetune", "model.max_length=0"], "model.max_length=0: input should be greater than or equal to 1"),
+    ("model-dtype-typo", ["unlearn", "model.dtype=fp32"], "model.dtype=fp32: input should be 'auto', 'float32'"),
+    ("grun-rank-zero", ["unlearn", "adapter.rank=0"], "adapter.rank=0: input should be greater than or equal to 1"),
+    ("grun-layer-beyond-depth", ["unlearn", "adapter.layers=[99]"], "adapter.layers=[99]: block [99] outside the model's decoder blocks 0..3"),
+    ("grun-layer-twice", ["unlearn", "adapter.layers=[2,2]"], "adapter.layers=[2, 2]: a block is listed twice"),
+    ("grun-gate-typo", ["unlearn", "adapter.gate=mpl"], "adapter.gate=mpl: input should be 'linear' or 'mlp'"),
+    ("grun-gate-weight-negative", ["unlearn", "adapter.gate_weight=-1"], "adapter.gate_weight=-1"),
+    ("lora-dropout-one", ["unlearn", "adapter=lora", "adapter.dropout=1.0"], "adapter.dropout=1.0: input should be less than 1"),
+    ("lora-rank-zero", ["unlearn", "adapter=lora", "adapter.rank=0"], "adapter.rank=0"),
+    ("full-layer-beyond-depth", ["unlearn", "adapter=full", "adapter.layers=[7]"], "adapter.layers=[7]: block [7] outside"),
+    ("npo-beta-zero", ["unlearn", "method.beta=0"], "method.beta=0: input should be greater than 0"),
+    ("retain-weight-negative", ["unlearn", "method=gd", "method.retain_weight=-1"], "method.retain_weight=-1"),
+    ("rmu-layer-beyond-depth", ["unlearn", "method=rmu", "method.layer=12"], "method.layer=12: block [12] outside the model's decoder blocks 0..3; e.g. method.layer=3"),
+    ("rmu-positions-typo", ["unlearn", "method=rmu", "method.positions=every"], "method.positions=every"),
+    # -- settings: between groups, and the files a run will read ---------------------------------
+    ("idk-on-text-data", ["unlearn", "data=wmdp", "method=idk"], "method=idk answers forget questions with refusals and needs QA data"),
+    ("idk-answers-missing", ["unlearn", "method=idk", "method.idk_answers=/no/such/idk.txt"], "method.idk_answers=/no/such/idk.txt does not exist"),
+    ("retain-logs-missing", ["unlearn", "data=tofu", "eval.retain_logs=/no/such/TOFU_EVAL.json"], "eval.retain_logs=/no/such/TOFU_EVAL.json: no such file"),
+    ("eval-run-empty", ["eval", "run="], "run= is empty (the shell may have expanded an unset variable)"),
+    # -- resume= -------------------------------------------------------------------------------
+    ("resume-empty", ["unlearn", "resume="], "resume= needs the folder of the stopped run"),
+    ("resume-no-such-folder", ["unlearn", "resume=/no/such/run"], "resume=/no/such/run: no such folder"),
+    ("resume-not-a-run", ["finetune", "resume=/"], "/ is not the folder of a grun run (no .hydra/overrides.yaml)"),
+    ("resume-with-settings", ["unlearn", "resume=/", "train.lr=1"], "drop train.lr=1 (to change settings, start a new run)"),
+    ("resume-wrong-command", ["eval", "resume=/"], "resume= continues a stopped run of grun unlearn or grun finetune"),
 ]
 
 
@@ -36,7 +77,8 @@ CATALOGUE = [
 def test_catalogue(clean_env: dict[str, str], tmp_path: Path, args: list[str], fragment: str) -> None:
     run = tmp_path / "run"
     started = time.time()
-    r = grun(*args, f"hydra.run.dir={run}", env=clean_env)
+    here = [] if any(a.startswith("resume=") for a in args) else [f"hydra.run.dir={run}"]  # resume= names its own
+    r = grun(*args, *here, env=clean_env)
     took = time.time() - started
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2, r.stderr[-3000:]

@@ -45,6 +45,30 @@ def test_a_signal_mid_training_marks_the_run_interrupted(clean_env: dict[str, st
     assert proc.returncode == status, err[-3000:]
     assert "Traceback" not in err
     lines = [ln.strip() for ln in err.splitlines() if "grun unlearn:" in ln]
-    assert lines == [f"grun unlearn: interrupted by {name}; {run} is marked INTERRUPTED (not a result)"], err[-2000:]
-    assert (run / "INTERRUPTED").read_text().strip() == f"interrupted by {name}"
+    assert len(lines) == 1, err[-2000:]
+    step = int(lines[0].split(" at step ")[1].split(";")[0])  # the step being trained finished first
+    checkpoint = run / "trainer" / f"checkpoint-{step}"
+    assert lines[0] == (f"grun unlearn: interrupted by {name} at step {step}; {run} is marked INTERRUPTED "
+                        f"(not a result); continue it with: grun unlearn resume={run}"), err[-2000:]
+    assert f"grun: {name} received: finishing the current step and saving a checkpoint" in err
+    assert (run / "INTERRUPTED").read_text().strip() == f"interrupted by {name} at step {step}; checkpoint {checkpoint}"
+    assert (checkpoint / "grun_checkpoint.json").is_file()
     assert not (run / "run_card.json").exists() and not (run / "FAILED").exists()
+
+
+def test_a_second_signal_stops_at_once(clean_env: dict[str, str], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    exe = Path(sys.executable).with_name("grun")
+    proc = subprocess.Popen([str(exe), "unlearn", *SMALL_DATA, GOOD_TARGET, "train.max_steps=100000",
+                             f"hydra.run.dir={run}"], env=clean_env, cwd=REPO, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(run / "unlearn.log", "trainable parameters", proc)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)  # two different signals: the kernel never merges them
+        proc.send_signal(signal.SIGTERM)  # before the step could finish: no checkpoint, no wait
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert (run / "INTERRUPTED").read_text().strip() == "interrupted by SIGTERM"

@@ -97,11 +97,14 @@ def _guarded(fn: Callable[[Any], Any], command: Command) -> Callable[[Any], Any]
             from grun_cli.interrupts import INTERRUPTED, describe
 
             name, status = describe(e)
-            _mark_failed(f"interrupted by {name}", INTERRUPTED)
-            _log_to_files(f"interrupted by {name}")
+            step, checkpoint = getattr(e, "step", None), getattr(e, "checkpoint", None)
+            what = f"interrupted by {name}" + (f" at step {step}" if step is not None else "")
+            _mark_failed(what + (f"; checkpoint {checkpoint}" if checkpoint else ""), INTERRUPTED)
+            _log_to_files(what)
             out = _run_folder()
-            print(f"\ngrun {command.name}: interrupted by {name}"  # on its own line, after any progress bar
-                  + (f"; {out} is marked {INTERRUPTED} (not a result)" if out else ""), file=sys.stderr)
+            then = f"; continue it with: grun {command.name} resume={out}" if checkpoint and out else ""
+            print(f"\ngrun {command.name}: {what}"  # on its own line, after any progress bar
+                  + (f"; {out} is marked {INTERRUPTED} (not a result)" if out else "") + then, file=sys.stderr)
             raise SystemExit(status) from None
         except Exception:
             _mark_failed(traceback.format_exc())
@@ -150,8 +153,9 @@ def run_command(command: Command, overrides: Sequence[str]) -> Any:
     import hydra
 
     from grun_cli.config import config_dir
+    from grun_cli.resume import resume_overrides
 
-    overrides = data_default(command, overrides)
+    overrides = data_default(command, resume_overrides(command.name, overrides))
     module_name, func_name = command.target.split(":")
     fn = getattr(importlib.import_module(module_name), func_name)
     modes = {"-m", "--multirun", "-c", "--cfg", "--info", "-i", "--help", "-h", "--hydra-help", "-r", "--run",
@@ -193,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         run_command(command, rest)
     except GrunError as e:  # raised before Hydra started the job (e.g. configs not found)
-        print(f"grun {name}: error: {e}", file=sys.stderr)
+        for problem in getattr(e, "problems", None) or [str(e)]:  # every settings problem on its own line
+            print(f"grun {name}: error: {problem}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as e:  # before or between jobs (a run's own folder is marked above)
         signame, status = describe(e)

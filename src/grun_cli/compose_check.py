@@ -32,7 +32,7 @@ def check_composition(config_name: str, overrides: Sequence[str], command: str |
     _check_optional_groups(overrides)
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         try:
-            compose(config_name, overrides=list(overrides), return_hydra_config=True)
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
         except MissingConfigException as e:  # before its base class below
             raise GrunError(_missing_option(str(e))) from None
         except OverrideParseException as e:
@@ -44,6 +44,10 @@ def check_composition(config_name: str, overrides: Sequence[str], command: str |
             raise GrunError(_unknown_key(str(e), config_name, overrides, command or config_name)) from None
         except ValueError as e:  # e.g. `train=3`: a group given a number
             raise GrunError(f"{e}; a config group takes an option name (e.g. train=default)") from None
+    if command:
+        from grun_cli.settings_check import check_settings
+
+        check_settings(cfg, command)
 
 
 def _check_optional_groups(overrides: Sequence[str]) -> None:

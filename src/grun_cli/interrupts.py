@@ -8,7 +8,12 @@ place (a sweep trial marks itself interrupted), and `grun` exits 128 + the signa
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from types import FrameType
 
 INTERRUPTED = "INTERRUPTED"
@@ -17,9 +22,11 @@ INTERRUPTED = "INTERRUPTED"
 class Interrupted(KeyboardInterrupt):
     """A stop signal, carried up the stack like Ctrl-C."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, step: int | None = None, checkpoint: str | None = None) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.step = step  # the training step reached, when a checkpoint was saved there
+        self.checkpoint = checkpoint
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:
@@ -37,3 +44,38 @@ def describe(e: BaseException) -> tuple[str, int]:
     """(signal name, exit status) of an interruption: SIGINT 130, SIGTERM 143."""
     signum = getattr(e, "signum", signal.SIGINT)
     return signal.Signals(signum).name, 128 + int(signum)
+
+
+@dataclass
+class StopRequest:
+    """The stop signal received while training, if any (set by `finish_step_first`)."""
+
+    signum: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+
+@contextlib.contextmanager
+def finish_step_first() -> Iterator[StopRequest]:
+    """Inside the block the first SIGINT / SIGTERM only records itself: training finishes the
+    current step, saves a checkpoint and stops (the trainer polls the request); a second signal
+    stops at once. Outside the main thread (where handlers cannot be set) signals act as usual."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        if request.signum is not None:
+            raise Interrupted(signum)
+        request.signum = signum
+        print(f"\ngrun: {signal.Signals(signum).name} received: finishing the current step and saving a "
+              "checkpoint (signal again to stop at once)", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

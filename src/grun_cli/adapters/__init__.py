@@ -29,8 +29,9 @@ def make_adapter(model: Any, cfg: Mapping[str, Any], model_layers: Sequence[int]
     raise GrunError(f"unknown adapter '{kind}'; choose one of: {', '.join(KINDS)}")
 
 
-def load_adapter(model: Any, directory: str | Path) -> Adapter:
-    """Put a saved adapter back on its base model (refusing a different base).
+def load_adapter(model: Any, directory: str | Path, trainable: bool = False) -> Adapter:
+    """Put a saved adapter back on its base model (refusing a different base); ``trainable``
+    for training it further (e.g. a second unlearning request), else inference only.
 
     For ``full`` the folder holds the whole fine-tuned model: pass that model itself.
     """
@@ -46,12 +47,12 @@ def load_adapter(model: Any, directory: str | Path) -> Adapter:
         from grun_cli.adapters.grun import GrunAdapter
 
         adapter = GrunAdapter(model, saved["config"])
-        adapter.load_weights(directory)
+        adapter.load_weights(directory, trainable=trainable)
         return adapter
     if kind == "lora":
         from grun_cli.adapters.lora import LoraAdapter
 
-        return LoraAdapter.load(model, saved["config"], directory)
+        return LoraAdapter.load(model, saved["config"], directory, trainable=trainable)
     raise GrunError(f"{directory}: unknown adapter kind '{kind}'")
 
 

@@ -153,6 +153,32 @@ class Adapter(ABC):
         return {"adapter": self.kind, "trainable_parameters": n,
                 "trainable_percent": 100.0 * n / max(1, self.base_parameters)}
 
+    # -- checkpoints ---------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything training changes, by name, exactly as it is (not the saved artifact's form):
+        what a checkpoint must hold for a resumed run to continue bit for bit. For GRUN that is
+        the orthogonal parametrization's free parameter, not the rotation it computes; its fixed
+        base comes back from the seeded initialisation. (Not ``state_dict()``: pyreft's
+        interventions override it with a partial one.)"""
+        trainable = {id(p) for p in self.trainable_parameters()}
+        return {n: p.detach() for n, p in self.model.named_parameters() if id(p) in trainable}
+
+    def load_checkpoint_state(self, tensors: Mapping[str, Any]) -> None:
+        """Copy a checkpoint's tensors back in place (the optimizer keeps pointing at them)."""
+        import torch
+
+        own = self.checkpoint_state()
+        if set(own) != set(tensors):
+            missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+            raise GrunError(f"the checkpoint does not fit adapter={self.kind} as configured (missing "
+                            f"{missing[:3]}, unexpected {extra[:3]}); resume with the run's own settings")
+        with torch.no_grad():
+            for name, value in own.items():
+                if tuple(value.shape) != tuple(tensors[name].shape):
+                    raise GrunError(f"the checkpoint's {name} has shape {tuple(tensors[name].shape)}, the adapter "
+                                    f"{tuple(value.shape)}; resume with the run's own settings")
+                value.copy_(tensors[name])
+
     # -- artifacts -----------------------------------------------------------------------
     @abstractmethod
     def save_weights(self, directory: Path) -> None:

@@ -220,7 +220,11 @@ class GrunAdapter(Adapter):
                 tensors[f"{layer}.gate.{name}"] = p.detach().contiguous().cpu()
         save_file(tensors, str(directory / "grun_edits.safetensors"))
 
-    def load_weights(self, directory: Path) -> None:
+    def load_weights(self, directory: Path, trainable: bool = False) -> None:
+        """Put saved edits back. Inference (default): the rotation as a plain matrix, exactly as
+        saved. ``trainable``: through the orthogonal parametrization (its right inverse, equal
+        to the saved rotation to float rounding, ~1e-7), so training can go on from it and keep
+        the rotation orthonormal."""
         from safetensors.torch import load_file
 
         tensors = load_file(str(directory / "grun_edits.safetensors"))
@@ -230,12 +234,17 @@ class GrunAdapter(Adapter):
                             f"says {sorted(self.edits)}; the folder is inconsistent")
         for layer, edit in self.edits.items():
             device = next(edit.parameters()).device
-            edit.fix_rotation(tensors[f"{layer}.rotation"].to(device))
+            rotation = tensors[f"{layer}.rotation"].to(device)
+            if trainable:
+                with torch.no_grad():
+                    edit.loreft.rotate_layer.weight = rotation.to(edit.dtype)
+            else:
+                edit.fix_rotation(rotation)
             for name, p in edit.loreft.learned_source.named_parameters():
                 p.data.copy_(tensors[f"{layer}.learned_source.{name}"])
             for name, p in edit.gate.named_parameters():
                 p.data.copy_(tensors[f"{layer}.gate.{name}"])
-        self.edits.requires_grad_(False)
+        self.edits.requires_grad_(trainable)
 
     def remove(self) -> None:
         for h in self._handles:

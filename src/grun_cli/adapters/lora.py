@@ -5,6 +5,7 @@ The reference model is the same network with the adapter disabled."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,19 @@ class LoraAdapter(Adapter):
 
     def save_weights(self, directory: Path) -> None:
         self.model.save_pretrained(str(directory))
+        # PEFT keeps target_modules as a set: its saved order follows the per-process string hash,
+        # so two identical runs would write different bytes. Sorted, the file is reproducible.
+        config = Path(directory) / "adapter_config.json"
+        saved = json.loads(config.read_text())
+        if isinstance(saved.get("target_modules"), list):
+            saved["target_modules"] = sorted(saved["target_modules"])
+            config.write_text(json.dumps(saved, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, model: Any, cfg: Mapping[str, Any], directory: Path) -> LoraAdapter:
+    def load(cls, model: Any, cfg: Mapping[str, Any], directory: Path, trainable: bool = False) -> LoraAdapter:
         from peft import PeftModel
 
         self = cls.__new__(cls)
         Adapter.__init__(self, model, cfg)
-        self.model = PeftModel.from_pretrained(model, str(directory), is_trainable=False)
+        self.model = PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
         return self

@@ -19,7 +19,7 @@ from grun_cli.commands.context import plain_config, run_dir, seed_everything
 from grun_cli.data import make_source
 from grun_cli.data.source import fingerprint, spread
 from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_dir, atomic_write_json, remove_if_empty
+from grun_cli.io_utils import atomic_dir, atomic_write_json
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import PromptTemplate
 from grun_cli.train.run_card import run_card
@@ -74,6 +74,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
 
     from transformers import Trainer
 
+    from grun_cli.train.checkpoints import drop_checkpoints, resume_checkpoint, train
     from grun_cli.train.trainer import NaNGuard, QACollator, training_arguments
 
     main_rows = source.rows(split)
@@ -99,8 +100,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
              loaded.source, loaded.describe()["parameters"] / 1e6, len(train_ds),
              f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs")
     try:
-        result = trainer.train()
-        remove_if_empty(out / "trainer")
+        result = train(trainer, "finetune", resume_checkpoint(cfg, out))
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         metrics: dict[str, Any] = {
             "train_loss_final": losses[-1] if losses else None,
@@ -136,6 +136,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
             metrics=metrics,
             wall_time_s=metrics["wall_time_s"],
         ))
+        drop_checkpoints(out)
     except BaseException:
         tracker.finish(exit_code=1)
         raise

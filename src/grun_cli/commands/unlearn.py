@@ -21,7 +21,7 @@ from grun_cli.commands.context import plain_config, run_dir, seed_everything
 from grun_cli.data import make_source
 from grun_cli.data.source import fingerprint, spread
 from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text, remove_if_empty
+from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 from grun_cli.models.loading import load_model
 from grun_cli.models.target import ensure_target
 from grun_cli.models.template import PromptTemplate
@@ -68,6 +68,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from grun_cli.data.unlearn import ForgetRetainDataset, UnlearnCollator
     from grun_cli.eval.gates import gate_report, text_gate_report
     from grun_cli.methods import make_method
+    from grun_cli.train.checkpoints import drop_checkpoints, resume_checkpoint, train
     from grun_cli.train.trainer import NaNGuard, training_arguments
     from grun_cli.train.unlearn_trainer import UnlearnTrainer
 
@@ -131,8 +132,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
                              method=method, adapter=adapter,
                              unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0))
     try:
-        trainer.train()
-        remove_if_empty(out / "trainer")
+        train(trainer, "unlearn", resume_checkpoint(cfg, out))
         metrics.update(probe(adapter.model, tokenizer, template, probe_sets, cfg, adapter=adapter,
                              prefix="after_", source=source))
         if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):
@@ -145,7 +145,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
             adapter.save(tmp, base)
             tokenizer.save_pretrained(tmp / "tokenizer")
         atomic_write_text(out / "train_log.jsonl",
-                          "".join(json.dumps(h) + "\n" for h in trainer.state.log_history))
+                          "".join(json.dumps(h, sort_keys=True) + "\n" for h in trainer.state.log_history))
         if cfg.eval.enabled:
             from grun_cli.commands.eval import run_evaluation
 
@@ -169,6 +169,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
                   "retain_rows": len(retain_rows), "pairing": str(cfg.pairing),
                   "fingerprint": fingerprint(forget_rows + retain_rows), "idk_answers": idk_source},
             metrics=metrics, wall_time_s=metrics["wall_time_s"]))
+        drop_checkpoints(out)
     except BaseException:
         tracker.finish(exit_code=1)  # a failed run must not look finished in W&B either
         raise

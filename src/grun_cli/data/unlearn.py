@@ -61,10 +61,22 @@ class ForgetRetainDataset:
             return random.Random(self.seed * 1_000_003 + index).randrange(len(self.retain))
         return self._rng.randrange(len(self.retain))
 
+    def _draw(self, index: int) -> tuple[int, str | None]:
+        """The random choices of one fetch, in a fixed order: the retain partner, the refusal."""
+        partner = self.partner(index)
+        return partner, (self._rng.choice(self.idk_answers) if self.idk_answers is not None else None)
+
+    def fast_forward(self, fetched: int) -> None:
+        """Put the random pairing where it stood after ``fetched`` items (a resumed run): the
+        draws do not depend on which item was fetched, so replaying them is exact."""
+        self._rng = random.Random(self.seed)
+        for _ in range(fetched):
+            self._draw(0)
+
     def __getitem__(self, index: int) -> dict[str, Feature]:
-        item = {"forget": self.forget[index], "retain": self.retain[self.partner(index)]}
-        if self.idk_answers is not None:
-            answer = self._rng.choice(self.idk_answers)
+        partner, answer = self._draw(index)
+        item = {"forget": self.forget[index], "retain": self.retain[partner]}
+        if answer is not None:
             item["idk"] = self.template.encode(
                 self.tokenizer, self.forget_rows[index]["question"], answer, self.max_length)
         return item

@@ -52,6 +52,7 @@ def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to:
     for key in ("lr", "batch_size", "grad_accum"):
         if float(train_cfg[key]) <= 0:
             raise GrunError(f"train.{key} must be positive, got {train_cfg[key]}")
+    save_steps = int(train_cfg.get("save_steps") or 0)  # 0: checkpoints only at the end and when stopped
     return TrainingArguments(
         output_dir=output_dir,
         learning_rate=float(train_cfg["lr"]),
@@ -69,7 +70,9 @@ def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to:
         logging_steps=int(train_cfg.get("logging_steps", 10)),
         logging_first_step=True,
         logging_nan_inf_filter=False,
-        save_strategy="no",
+        save_strategy="steps" if save_steps > 0 else "no",
+        save_steps=save_steps if save_steps > 0 else 500,
+        save_total_limit=2,  # the newest is written before the older one is dropped
         report_to=report_to,
         seed=seed,
         data_seed=seed,

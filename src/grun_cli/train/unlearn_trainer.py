@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,6 +71,7 @@ class UnlearnTrainer(Trainer):
         self.unlearn_warmup_steps = int(unlearn_warmup_steps)
         self._sums: dict[str, float] = defaultdict(float)
         self._counts: dict[str, int] = defaultdict(int)
+        self._consumed = 0  # forget items trained on: where the random retain pairing stands
 
     def create_optimizer(self, model: Any = None) -> Any:
         if self.optimizer is None:
@@ -89,6 +92,7 @@ class UnlearnTrainer(Trainer):
         if aux:
             total = total + aux["loss"]
         if model.training:
+            self._consumed += int(inputs["forget"]["input_ids"].shape[0])
             for name, value in {**{k: v for k, v in terms.items() if k != "loss"},
                                 "method_loss": terms["loss"],
                                 **{k: v for k, v in aux.items() if k != "loss"}}.items():
@@ -103,3 +107,31 @@ class UnlearnTrainer(Trainer):
             self._sums.clear()
             self._counts.clear()
         super().log(logs, *args, **kwargs)
+
+    # -- checkpoints: only what training changes, and the sums a resumed run must continue --
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(output_dir or self.args.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.adapter.checkpoint_state().items()},
+                  str(folder / TRAINED_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        from safetensors.torch import load_file
+
+        self.adapter.load_checkpoint_state(load_file(os.path.join(resume_from_checkpoint, TRAINED_FILE)))
+
+    def running_sums(self) -> dict[str, Any]:
+        return {"sums": dict(self._sums), "counts": dict(self._counts), "consumed": self._consumed}
+
+    def restore_sums(self, saved: Mapping[str, Any]) -> None:
+        self._sums.update({k: float(v) for k, v in (saved.get("sums") or {}).items()})
+        self._counts.update({k: int(v) for k, v in (saved.get("counts") or {}).items()})
+        self._consumed = int(saved.get("consumed") or 0)
+        fast_forward = getattr(self.train_dataset, "fast_forward", None)
+        if fast_forward is not None:
+            fast_forward(self._consumed)
+
+
+TRAINED_FILE = "trained.safetensors"

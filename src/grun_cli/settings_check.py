@@ -1,0 +1,281 @@
+"""Every setting of a composed config checked before anything loads: types and ranges (a typed
+schema per config group, pydantic), the model's depth (read from its config file, never its
+weights), the rules between groups, and the files the run will read. All problems at once, one
+line each, in milliseconds — not after minutes of loading, fine-tuning a target or training.
+
+The schema covers the keys grun reads; a group may carry more (a new method's options) and
+those pass through to the code that reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from grun_cli.errors import GrunError
+
+#: transformers' SchedulerType values (tests/test_settings_check.py keeps the list in step)
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+              "warmup_stable_decay", "greedy")
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=1)]
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
+class SettingsError(GrunError):
+    """Several settings problems, reported together, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=False)
+
+
+class Train(_Group):
+    lr: Positive
+    epochs: NonNegative
+    max_steps: int = -1
+    batch_size: Count
+    grad_accum: Count = 1
+    warmup: Annotated[int, Field(ge=0)] | Annotated[float, Field(ge=0, lt=1)] = 0
+    scheduler: Literal[SCHEDULERS] = "linear"  # type: ignore[valid-type]
+    weight_decay: NonNegative = 0.0
+    adam_betas: tuple[Beta, Beta] = (0.9, 0.999)
+    max_grad_norm: Positive = 1.0
+    logging_steps: Count = 10
+    save_steps: Annotated[int, Field(ge=0)] = 0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _trains_something(self) -> Train:
+        if self.max_steps < 1 and self.epochs <= 0:
+            raise ValueError("train.epochs=0 with no train.max_steps trains nothing (the model would be saved "
+                             "untrained as a result); give train.epochs > 0 or train.max_steps >= 1")
+        return self
+
+
+class GrunSettings(_Group):
+    kind: Literal["grun"]
+    layers: list[int] | int | None = None
+    rank: Count = 4
+    gate: Literal["linear", "mlp"] = "linear"
+    gate_weight: NonNegative = 10.0
+    unlearn_warmup_steps: Annotated[int, Field(ge=0)] = 0
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+
+
+class LoraSettings(_Group):
+    kind: Literal["lora"]
+    rank: Count = 4
+    alpha: Positive = 32
+    dropout: Beta = 0.0
+    unlearn_warmup_steps: Annotated[int, Field(ge=0)] = 0
+
+
+class FullSettings(_Group):
+    kind: Literal["full"]
+    layers: list[int] | None = None
+    unlearn_warmup_steps: Annotated[int, Field(ge=0)] = 0
+
+
+ADAPTERS: dict[str, type[_Group]] = {"grun": GrunSettings, "lora": LoraSettings, "full": FullSettings}
+
+
+class MethodSettings(_Group):
+    name: str
+    forget_weight: NonNegative = 1.0
+    retain_weight: NonNegative = 1.0
+    beta: Positive | None = None
+    delta: float | None = None
+    steering_coeff: Positive | None = None
+    layer: int | None = None
+    positions: Literal["all", "labels"] | None = None
+    control: Literal["shared", "per_corpus"] | None = None
+
+
+class Probe(_Group):
+    max_rows: Annotated[int, Field(ge=0)] = 200
+    batch_size: Count = 32
+
+
+class ModelSettings(_Group):
+    name: str
+    max_length: Count = 256
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+
+
+class Run(_Group):
+    seed: Annotated[int, Field(ge=0)] = 42
+
+
+class UnlearnRun(Run):
+    pairing: Literal["random", "fixed"] = "random"
+
+
+def _where(loc: tuple[Any, ...], prefix: str) -> str:
+    return ".".join([prefix, *(str(p) for p in loc if not str(p).startswith("function-"))]).strip(".")
+
+
+def _schema(cfg: Mapping[str, Any], model: type[BaseModel], prefix: str) -> Iterator[str]:
+    try:
+        model.model_validate(dict(cfg))
+    except ValidationError as e:
+        for err in e.errors(include_url=False):
+            key = _where(tuple(p for p in err["loc"] if not isinstance(p, str) or p not in
+                               ("int", "float", "constrained-int", "constrained-float", "tuple")), prefix)
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "value_error":  # a rule's own sentence
+                yield msg
+                continue
+            got = err.get("input")
+            shown = f"={got}" if isinstance(got, (str, int, float, bool)) and key else ""
+            yield f"{key}{shown}: {msg[0].lower()}{msg[1:]}"
+
+
+def _dedupe(lines: Iterator[str]) -> list[str]:
+    """Union types report each alternative; keep one line per setting."""
+    seen: dict[str, str] = {}
+    for line in lines:
+        seen.setdefault(line.split(":", 1)[0], line)
+    return list(seen.values())
+
+
+# -- the model's depth, from its config file ------------------------------------------------
+def model_depth(model: Mapping[str, Any]) -> int | None:
+    """Decoder blocks of the model to be loaded, without loading it: the tiny model's
+    architecture, a local checkpoint's config.json, or the Hub cache's copy. None when unknown
+    (a Hub model not downloaded yet: checked once it is)."""
+    arch = model.get("architecture") or {}
+    path = model.get("name_or_path")
+    if not path:
+        layers = arch.get("num_layers")
+        return int(layers) if isinstance(layers, int) else None
+    config = Path(str(path)).expanduser() / "config.json"
+    if not config.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(path), "config.json", revision=model.get("revision"))
+        except Exception:  # not a Hub id either: the loader says so
+            return None
+        if not isinstance(cached, str):
+            return None
+        config = Path(cached)
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None  # the loader reports an unreadable checkpoint with its own message
+    layers = data.get("num_hidden_layers") or (data.get("text_config") or {}).get("num_hidden_layers")
+    return int(layers) if isinstance(layers, int) else None
+
+
+def _blocks(key: str, value: Any, depth: int | None) -> Iterator[str]:
+    blocks = [value] if isinstance(value, int) else list(value or [])
+    if depth is None or not all(isinstance(b, int) for b in blocks):
+        return
+    bad = [b for b in blocks if not 0 <= b < depth]
+    if bad:
+        example = depth - 1 if isinstance(value, int) else f"[{depth - 1}]"
+        yield (f"{key}={value}: block{'s' if len(bad) > 1 else ''} {bad} outside the model's decoder blocks "
+               f"0..{depth - 1}; e.g. {key}={example}")
+    elif len(set(blocks)) != len(blocks):
+        yield f"{key}={blocks}: a block is listed twice; give distinct blocks"
+
+
+# -- the checks of each command ---------------------------------------------------------------
+def _common(cfg: Mapping[str, Any], run: type[Run]) -> Iterator[str]:
+    yield from _schema({"seed": cfg.get("seed", 42), **({"pairing": cfg["pairing"]} if "pairing" in cfg else {})},
+                       run, "")
+    if isinstance(cfg.get("model"), Mapping):
+        yield from _schema(cfg["model"], ModelSettings, "model")
+    if isinstance(cfg.get("train"), Mapping):
+        yield from _schema(cfg["train"], Train, "train")
+
+
+def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
+    yield from _common(cfg, UnlearnRun)
+    adapter, method, data = cfg.get("adapter") or {}, cfg.get("method") or {}, cfg.get("data") or {}
+    kind = adapter.get("kind")
+    if kind in ADAPTERS:
+        yield from _schema(adapter, ADAPTERS[kind], "adapter")
+    yield from _schema(method, MethodSettings, "method")
+    if isinstance(cfg.get("probe"), Mapping):
+        yield from _schema(cfg["probe"], Probe, "probe")
+    depth = model_depth(cfg.get("model") or {})
+    if kind == "grun":
+        yield from _blocks("adapter.layers", adapter.get("layers") or (cfg.get("model") or {}).get("grun_layers"),
+                           depth)
+    if kind == "full" and adapter.get("layers") is not None:
+        yield from _blocks("adapter.layers", adapter.get("layers"), depth)
+    if method.get("layer") is not None:
+        yield from _blocks("method.layer", method.get("layer"), depth)
+    from grun_cli.methods import _REGISTRY, _discover
+
+    _discover()
+    cls = _REGISTRY.get(str(method.get("name")))
+    if cls is not None and getattr(cls, "needs_idk", False) and data.get("kind") == "text":
+        yield (f"method={method.get('name')} answers forget questions with refusals and needs QA data (data=tofu "
+               f"or synthetic), not the text corpora of data={data.get('name')}; use method=rmu, npo or gd")
+    idk = method.get("idk_answers")
+    if idk and not Path(str(idk)).expanduser().is_file():
+        yield (f"method.idk_answers={idk} does not exist; give a file with one answer per line, or null for "
+               "the built-in list")
+    yield from _files(cfg)
+
+
+def _finetune(cfg: Mapping[str, Any]) -> Iterator[str]:
+    yield from _common(cfg, Run)
+
+
+def _eval(cfg: Mapping[str, Any]) -> Iterator[str]:
+    yield from _schema({"seed": cfg.get("seed", 42)}, Run, "")
+    if "run" in cfg and cfg.get("run") is not None and not str(cfg.get("run")).strip():
+        yield ("run= is empty (the shell may have expanded an unset variable); give a run folder, or leave run= "
+               "out to evaluate model=")
+    yield from _files(cfg)
+
+
+def _files(cfg: Mapping[str, Any]) -> Iterator[str]:
+    logs = (cfg.get("eval") or {}).get("retain_logs")
+    if isinstance(logs, str) and logs and not Path(logs).expanduser().is_file():
+        yield f"eval.retain_logs={logs}: no such file; give the retain model's TOFU_EVAL.json (or eval_log.json)"
+
+
+CHECKS: dict[str, Callable[[Mapping[str, Any]], Iterator[str]]] = {
+    "unlearn": _unlearn, "finetune": _finetune, "eval": _eval}
+
+
+def check_settings(cfg: Any, command: str) -> None:
+    """Raise SettingsError listing every problem of ``cfg`` (a composed config) for ``command``."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    check = CHECKS.get(command)
+    if check is None:
+        return
+    if isinstance(cfg, DictConfig):
+        plain: dict[str, Any] = {}
+        for key in cfg:
+            if key == "hydra":
+                continue
+            try:
+                plain[str(key)] = OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) \
+                    else cfg[key]
+            except OmegaConfBaseException as e:
+                raise SettingsError([f"{key}: {' '.join(str(e).split())}"]) from None
+        cfg = plain
+    problems = _dedupe(check(cfg))
+    if problems:
+        raise SettingsError(problems)

@@ -1,0 +1,149 @@
+"""Checkpoints that let a killed run continue to exactly the result it would have reached.
+
+A checkpoint is the HF Trainer's folder (the trained weights, optimizer, scheduler, RNG states,
+trainer_state.json) plus grun's manifest, written last: the sha256 of every file, the step, and
+the running sums HF does not save (its loss accumulator since the last log, grun's per-term
+sums, the number of data items consumed, which positions the random retain pairing). A folder
+without a manifest, or whose files no longer match it, is not a checkpoint.
+
+Checkpoints are written every ``train.save_steps`` optimizer steps, at the last step (kept until
+the run is complete, so a run stopped during its evaluation resumes without training again),
+and when SIGINT / SIGTERM arrives during training (the step finishes first). A complete run
+deletes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from grun_cli.errors import GrunError
+from grun_cli.interrupts import Interrupted, StopRequest, finish_step_first
+from grun_cli.io_utils import atomic_write_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "grun_checkpoint.json"
+TRAINER_DIR = "trainer"  # the HF Trainer's output_dir inside a run folder
+PREFIX = "checkpoint-"
+
+
+def _step(folder: Path) -> int:
+    try:
+        return int(folder.name[len(PREFIX):])
+    except ValueError:
+        return -1
+
+
+def latest(run: Path) -> Path | None:
+    """The run's checkpoint with the highest step that has a manifest (not yet verified)."""
+    folders = [f for f in (Path(run) / TRAINER_DIR).glob(f"{PREFIX}*") if (f / MANIFEST).is_file()]
+    return max(folders, key=_step) if folders else None
+
+
+def read_manifest(folder: Path, verify: bool = True) -> dict[str, Any]:
+    """The manifest of a checkpoint, every file checked against its sha256 (``verify``); one line
+    naming the file when something is missing, truncated or changed."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        files = dict(manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise GrunError(f"{path} is unreadable or incomplete ({type(e).__name__}); the checkpoint cannot be "
+                        "trusted: delete that checkpoint folder to resume from an earlier one") from None
+    for name, digest in files.items() if verify else ():
+        file = Path(folder) / name
+        if not file.is_file():
+            raise GrunError(f"{file} is missing from the checkpoint; delete {folder} to resume from an earlier "
+                            "checkpoint, or start the run again")
+        if sha256_file(file) != digest:
+            raise GrunError(f"{file} does not match its checksum in {MANIFEST} (truncated or changed); delete "
+                            f"{folder} to resume from an earlier checkpoint, or start the run again")
+    return manifest
+
+
+class Checkpointing(TrainerCallback):
+    """Writes the manifest after each HF checkpoint, asks for a checkpoint at the last step and
+    at a stop request, and restores the running sums when training resumes.
+
+    ``bind(trainer)`` before training: the sums live on the trainer."""
+
+    def __init__(self, command: str, stop: StopRequest | None = None, resume_from: Path | None = None) -> None:
+        self.command = command
+        self.stop = stop if stop is not None else StopRequest()
+        self.resume_from = resume_from
+        self.trainer: Any = None
+
+    def bind(self, trainer: Any) -> Checkpointing:
+        self.trainer = trainer
+        return self
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.resume_from is None:
+            return
+        sums = read_manifest(self.resume_from, verify=False)["sums"]  # verified before loading
+        t = self.trainer
+        t._tr_loss.fill_(float(sums["tr_loss"]))
+        t._total_loss_scalar = float(sums["total_loss"])
+        t._globalstep_last_logged = int(sums["last_logged_step"])
+        t._initial_global_step = 0  # train_loss averages over the whole run, as without the stop
+        if hasattr(t, "restore_sums"):
+            t.restore_sums(sums.get("grun") or {})
+        log.info("resumed from %s at step %d", self.resume_from, state.global_step)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.stop:
+            control.should_save = True
+            control.should_training_stop = True
+        elif state.global_step >= state.max_steps:
+            control.should_save = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        folder = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
+        t = self.trainer
+        sums = {"tr_loss": float(t._tr_loss.item()), "total_loss": float(t._total_loss_scalar),
+                "last_logged_step": int(t._globalstep_last_logged)}
+        if hasattr(t, "running_sums"):
+            sums["grun"] = t.running_sums()
+        if not all(math.isfinite(v) for v in sums.values() if isinstance(v, float)):
+            log.warning("checkpoint %s holds non-finite running sums", folder)
+        files = {str(f.relative_to(folder)): sha256_file(f) for f in sorted(folder.rglob("*"))
+                 if f.is_file() and f.name != MANIFEST}
+        atomic_write_json(folder / MANIFEST, {"command": self.command, "step": state.global_step,
+                                              "max_steps": state.max_steps, "sums": sums, "files": files})
+
+
+def train(trainer: Any, command: str, resume_from: Path | None = None) -> Any:
+    """``trainer.train()`` with checkpoints; a stop signal during training ends in Interrupted
+    (with the step and the checkpoint) after the current step and its checkpoint."""
+    with finish_step_first() as stop:
+        callback = Checkpointing(command, stop, resume_from).bind(trainer)
+        trainer.add_callback(callback)
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if stop:
+        step = trainer.state.global_step
+        folder = Path(trainer.args.output_dir) / f"{PREFIX}{step}"
+        raise Interrupted(int(stop.signum), step=step, checkpoint=str(folder) if (folder / MANIFEST).is_file() else None)
+    return result
+
+
+
+def resume_checkpoint(cfg: Any, out: Path) -> Path | None:
+    """The verified checkpoint a ``resume=`` run continues from (None for a new run)."""
+    if not cfg.get("resume"):
+        return None
+    folder = latest(out)
+    if folder is None:  # checked by the CLI before anything loads; the folder changed since
+        raise GrunError(f"{out} holds no checkpoint to resume from; start the run again")
+    return folder  # its files were checked against the manifest before anything loaded (resume.py)
+
+
+def drop_checkpoints(out: Path) -> None:
+    """A complete run keeps its result, not the state to resume it."""
+    shutil.rmtree(Path(out) / TRAINER_DIR, ignore_errors=True)

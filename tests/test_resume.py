@@ -1,0 +1,135 @@
+"""Checkpoints and `resume=`: a run stopped by SIGTERM in the middle of training, then resumed,
+ends with the same adapter bytes, metrics and training log (wall times aside) as a run that was
+never stopped — for GRUN, LoRA and full fine-tuning, and for `grun finetune`. The uninterrupted
+reference writes no periodic checkpoints, so this also shows checkpoints change nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import GOOD_TARGET, REPO, SMALL_DATA, grun
+
+STEPS = 48
+TIMES = ("wall_time_s", "train_runtime", "train_samples_per_second", "train_steps_per_second")
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def _without_times(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.suffix == ".jsonl" \
+        else [json.loads(path.read_text())]
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
+
+
+def _stopped(args: list[str], run: Path, env: dict[str, str], command: str) -> subprocess.CompletedProcess[str]:
+    """Start the run, SIGTERM it once its first periodic checkpoint exists (mid-training)."""
+    exe = Path(sys.executable).with_name("grun")
+    proc = subprocess.Popen([str(exe), command, *args, "train.save_steps=8", f"hydra.run.dir={run}"],
+                            env=env, cwd=REPO, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 400
+        while not (run / "trainer" / "checkpoint-8" / "grun_checkpoint.json").is_file():
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.time() < deadline, "no checkpoint-8 after 400 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
+
+
+UNLEARN = [*SMALL_DATA, GOOD_TARGET, "method=npo", "eval.enabled=false", "probe.max_rows=20",
+           f"train.max_steps={STEPS}"]
+
+
+@pytest.mark.parametrize("adapter", ["grun", "lora", "full"])
+def test_a_resumed_unlearning_run_equals_an_uninterrupted_one(clean_env: dict[str, str], tmp_path: Path,
+                                                               adapter: str) -> None:
+    args = [*UNLEARN, f"adapter={adapter}"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    r = grun("unlearn", *args, "train.save_steps=0", f"hydra.run.dir={whole}", env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    r = _stopped(args, stopped, clean_env, "unlearn")
+    assert r.returncode == 143, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    marker = (stopped / "INTERRUPTED").read_text()
+    step = int(marker.split("at step ")[1].split(";")[0])
+    assert 8 <= step < STEPS, marker
+    assert f"continue it with: grun unlearn resume={stopped}" in r.stderr
+    assert not (stopped / "run_card.json").exists() and not (stopped / "adapter").exists()
+
+    r = grun("unlearn", f"resume={stopped}", env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (stopped / "INTERRUPTED").exists() and not (stopped / "trainer").exists()
+    assert _digest(stopped / "adapter") == _digest(whole / "adapter")
+    for name in ("metrics.json", "train_log.jsonl"):
+        assert _without_times(stopped / name) == _without_times(whole / name), name
+    assert (stopped / "train_log.jsonl").read_text().count("\n") == (whole / "train_log.jsonl").read_text().count("\n")
+
+
+def test_a_resumed_finetune_equals_an_uninterrupted_one(clean_env: dict[str, str], tmp_path: Path) -> None:
+    args = [*SMALL_DATA, f"train.max_steps={STEPS}", "check.max_rows=8", "extra_splits=[]"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    r = grun("finetune", *args, "train.save_steps=0", f"hydra.run.dir={whole}", env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _stopped(args, stopped, clean_env, "finetune")
+    assert r.returncode == 143 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    r = grun("finetune", f"resume={stopped}", env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _digest(stopped / "checkpoint") == _digest(whole / "checkpoint")
+    assert _without_times(stopped / "metrics.json") == _without_times(whole / "metrics.json")
+
+
+def test_a_corrupted_checkpoint_is_refused_before_loading(clean_env: dict[str, str], tmp_path: Path) -> None:
+    stopped = tmp_path / "stopped"
+    r = _stopped([*UNLEARN, "adapter=grun", "train.max_steps=400"], stopped, clean_env, "unlearn")
+    assert r.returncode == 143, r.stderr[-3000:]
+    checkpoint = max((stopped / "trainer").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    weights = checkpoint / "trained.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    started = time.time()
+    r = grun("unlearn", f"resume={stopped}", env=clean_env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert time.time() - started < 20
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines == [f"grun unlearn: error: {weights} does not match its checksum in grun_checkpoint.json "
+                     f"(truncated or changed); delete {checkpoint} to resume from an earlier checkpoint, or start "
+                     "the run again"], r.stderr
+
+
+def _fake_run(folder: Path, command: str = "unlearn") -> Path:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("- method=gd\n")
+    (folder / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  job:\n    name: {command}\n")
+    return folder
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("complete", "is a complete run (run_card.json); there is nothing to resume"),
+    ("no-checkpoint", "holds no checkpoint (the run stopped before its first one; train.save_steps"),
+    ("other-command", "is a grun finetune run; resume it with grun finetune resume="),
+    ("bad-manifest", "grun_checkpoint.json is unreadable or incomplete"),
+])
+def test_folders_that_cannot_be_resumed(clean_env: dict[str, str], tmp_path: Path, case: str, fragment: str) -> None:
+    run = _fake_run(tmp_path / "run", "finetune" if case == "other-command" else "unlearn")
+    if case == "complete":
+        (run / "run_card.json").write_text("{}")
+    if case == "bad-manifest":
+        (run / "trainer" / "checkpoint-3").mkdir(parents=True)
+        (run / "trainer" / "checkpoint-3" / "grun_checkpoint.json").write_text('{"files": ')
+    r = grun("unlearn", f"resume={run}", env=clean_env)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr[-2000:]
