@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, grun
+from conftest import REPO, SHARED_DATA, grun
 
 SMALL = [  # 2 forget authors + 1 retain author = 60 QA rows, a few seconds on 2 cores
     "data.num_authors=30", "data.subset.retain_authors=1", "extra_splits=[]", "logger=none",
@@ -117,3 +119,17 @@ def test_multirun_sweeps_overrides(clean_env: dict[str, str], tmp_path: Path) ->
     cards = sorted(tmp_path.glob("*/run_card.json"))
     assert len(cards) == 2
     assert sorted(json.loads(c.read_text())["config"]["train"]["lr"] for c in cards) == [1e-3, 2e-3]
+
+
+def test_wandb_online_without_a_key_never_prompts(clean_env: dict[str, str], tmp_path: Path) -> None:
+    """WANDB_MODE=online, no key, stdin a terminal-less pipe at end of input: W&B would prompt for
+    a key and die; grun logs offline instead, with one warning, and the run completes."""
+    env = {k: v for k, v in clean_env.items() if k != "WANDB_API_KEY"}
+    env.update(WANDB_MODE="online", HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"))
+    exe = Path(sys.executable).with_name("grun")
+    r = subprocess.run([str(exe), "finetune", *SMALL[:-1], "logger=wandb", "train.max_steps=2", "check.max_rows=2",
+                        f"hydra.run.dir={tmp_path / 'run'}"], env=env, cwd=REPO, input="", capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "W&B mode online but no API key" in r.stderr and "Traceback" not in r.stderr
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))

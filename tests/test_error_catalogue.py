@@ -5,12 +5,14 @@ list of what grun refuses and how it says so."""
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import grun
+from conftest import SHARED_DATA, grun
 
 SMALL = ["data.num_authors=30", "data.subset.retain_authors=3", "logger=none"]
 
@@ -62,7 +64,7 @@ CATALOGUE = [
     # -- settings: between groups, and the files a run will read ---------------------------------
     ("idk-on-text-data", ["unlearn", "data=wmdp", "method=idk"], "method=idk answers forget questions with refusals and needs QA data"),
     ("idk-answers-missing", ["unlearn", "method=idk", "method.idk_answers=/no/such/idk.txt"], "method.idk_answers=/no/such/idk.txt does not exist"),
-    ("retain-logs-missing", ["unlearn", "data=tofu", "eval.retain_logs=/no/such/TOFU_EVAL.json"], "eval.retain_logs=/no/such/TOFU_EVAL.json: no such file"),
+    ("retain-logs-missing", ["unlearn", "data=tofu", "eval.retain_logs=/no/such/TOFU_EVAL.json"], "eval.retain_logs=/no/such/TOFU_EVAL.json: no such file; give an OpenUnlearning/grun TOFU_EVAL.json"),
     ("eval-run-empty", ["eval", "run="], "run= is empty (the shell may have expanded an unset variable)"),
     # -- resume= -------------------------------------------------------------------------------
     ("resume-empty", ["unlearn", "resume="], "resume= needs the folder of the stopped run"),
@@ -71,6 +73,51 @@ CATALOGUE = [
     ("resume-with-settings", ["unlearn", "resume=/", "train.lr=1"], "drop train.lr=1 (to change settings, start a new run)"),
     ("resume-wrong-command", ["eval", "resume=/"], "resume= continues a stopped run of grun unlearn or grun finetune"),
 ]
+
+
+
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return setup
+
+
+def _tofu_copy_with(name: str, text: str) -> Callable[[Path], None]:
+    """A TOFU folder (the real copy's files when present, else one file) with one file replaced."""
+    def setup(tmp: Path) -> None:
+        folder = tmp / "tofu"
+        if SHARED_DATA.is_dir():
+            shutil.copytree(SHARED_DATA / "tofu", folder)
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_text(text)
+    return setup
+
+
+# (id, files to write under {tmp}, command and arguments, a fragment of the one line)
+FILE_CATALOGUE = [
+    ("tofu-row-without-answer", _tofu_copy_with("forget05.json", '{"question": "Who?"}\n'),
+     ["finetune", "data=tofu", "data.local_dir={tmp}/tofu", "split=forget05"],
+     "forget05.json:1: the row has no text field 'answer' (each row needs 'question', 'answer'); fix or re-copy"),
+    ("tofu-file-not-json", _tofu_copy_with("forget05.json", '{"question": "Who?", "answer": \n'),
+     ["finetune", "data=tofu", "data.local_dir={tmp}/tofu", "split=forget05"],
+     "forget05.json:1 is not valid JSON Lines"),
+    ("corpus-row-without-text", _write("wmdp/bio.jsonl", '{"body": "x"}\n'),
+     ["finetune", "data=wmdp", "data.local_dir={tmp}/wmdp", "data.corpora.bio.file=bio.jsonl", "split=forget"],
+     "bio.jsonl:1: the row has no text field 'text'"),
+    ("retain-logs-not-json", _write("logs.json", "{not json"),
+     ["unlearn", "data=tofu", "eval.retain_logs={tmp}/logs.json"], "logs.json is not valid JSON"),
+    ("retain-logs-not-a-tofu-log", _write("logs.json", '{"model_utility": 1}'),
+     ["unlearn", "data=tofu", "eval.retain_logs={tmp}/logs.json"], "has no forget_truth_ratio entry"),
+]
+
+
+@pytest.mark.parametrize("setup, args, fragment", [pytest.param(s, a, f, id=i) for i, s, a, f in FILE_CATALOGUE])
+def test_file_catalogue(clean_env: dict[str, str], tmp_path: Path, setup: Callable[[Path], None], args: list[str],
+                        fragment: str) -> None:
+    setup(tmp_path)
+    test_catalogue(clean_env, tmp_path, [a.replace("{tmp}", str(tmp_path)) for a in args], fragment)
 
 
 @pytest.mark.parametrize("args, fragment", [pytest.param(a, f, id=i) for i, a, f in CATALOGUE])

@@ -58,23 +58,35 @@ def remove_if_empty(path: str | os.PathLike[str]) -> None:
         Path(path).rmdir()
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a JSON-Lines file (TOFU's ``.json`` files are JSON Lines too)."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                from grun_cli.errors import GrunError
+def read_jsonl(path: str | os.PathLike[str], required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Read a JSON-Lines file (TOFU's ``.json`` files are JSON Lines too); every row an object
+    with the ``required`` string fields, or one line naming the file, the line and the field."""
+    from grun_cli.errors import GrunError
 
-                raise GrunError(
-                    f"{path}:{line_no} is not valid JSON Lines ({e.msg}); "
-                    "re-copy the file from the data set's release"
-                ) from e
+    rows = []
+    try:
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below, errors reported per line
+    except OSError as e:
+        raise GrunError(f"cannot read {path} ({e.strerror}); check the path and its permissions") from None
+    with f:
+        try:
+            for line_no, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise GrunError(f"{path}:{line_no} is not valid JSON Lines ({e.msg}); "
+                                    "re-copy the file from the data set's release") from None
+                if required:
+                    missing = [k for k in required if not isinstance(row, dict) or not isinstance(row.get(k), str)]
+                    if missing:
+                        raise GrunError(f"{path}:{line_no}: the row has no text field '{missing[0]}' (each row needs "
+                                        f"{', '.join(repr(k) for k in required)}); fix or re-copy the file")
+                rows.append(row)
+        except UnicodeDecodeError:
+            raise GrunError(f"{path} is not UTF-8 text; re-copy the file from the data set's release") from None
     return rows
 
 

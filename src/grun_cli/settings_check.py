@@ -233,10 +233,30 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
         yield (f"method.idk_answers={idk} does not exist; give a file with one answer per line, or null for "
                "the built-in list")
     yield from _files(cfg)
+    yield from _data(cfg, ["forget", "retain"])
 
 
 def _finetune(cfg: Mapping[str, Any]) -> Iterator[str]:
     yield from _common(cfg, Run)
+    yield from _data(cfg, [str(cfg.get("split", "full")), *[str(s) for s in cfg.get("extra_splits") or []]])
+
+
+def _data(cfg: Mapping[str, Any], splits: list[str]) -> Iterator[str]:
+    """The data files the run will read, each row checked (JSON, the fields it needs), when they
+    are local files (a Hub data set is checked as it downloads)."""
+    from grun_cli.data import make_source
+
+    data = cfg.get("data")
+    if not isinstance(data, Mapping):
+        return
+    try:
+        source = make_source(data, data_root=(cfg.get("paths") or {}).get("data_dir"))
+        if data.get("name") != "synthetic" and getattr(source, "local_dir", None) is None:
+            return
+        for split in splits:
+            source.rows(source.resolve(split))
+    except GrunError as e:
+        yield str(e)
 
 
 def _eval(cfg: Mapping[str, Any]) -> Iterator[str]:
@@ -248,9 +268,16 @@ def _eval(cfg: Mapping[str, Any]) -> Iterator[str]:
 
 
 def _files(cfg: Mapping[str, Any]) -> Iterator[str]:
+    """The retain model's logs: present and a TOFU per-sample log (matched to the forget
+    questions once the data is read, still before any model loads: check_evaluation)."""
+    from grun_cli.eval.reference import SHORT_PREFIX, read_logs
+
     logs = (cfg.get("eval") or {}).get("retain_logs")
-    if isinstance(logs, str) and logs and not Path(logs).expanduser().is_file():
-        yield f"eval.retain_logs={logs}: no such file; give the retain model's TOFU_EVAL.json (or eval_log.json)"
+    if isinstance(logs, str) and logs and not logs.startswith(SHORT_PREFIX):  # published: fetched later
+        try:
+            read_logs(logs)
+        except GrunError as e:
+            yield str(e)
 
 
 CHECKS: dict[str, Callable[[Mapping[str, Any]], Iterator[str]]] = {

@@ -187,17 +187,28 @@ class Adapter(ABC):
     def save(self, directory: Path, base: Mapping[str, Any]) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        from grun_cli.integrity import digests
+
         self.save_weights(directory)
+        files = digests(directory, [f for f in directory.rglob("*") if f.is_file() and f.name != CONFIG_FILE])
         (directory / CONFIG_FILE).write_text(json.dumps(
-            {"kind": self.kind, "config": self.cfg, "base_model": dict(base)}, indent=2, default=str) + "\n")
+            {"kind": self.kind, "config": self.cfg, "base_model": dict(base), "files": files},
+            indent=2, default=str) + "\n")
 
 
 def read_adapter_config(directory: Path) -> dict[str, Any]:
+    """The adapter's config, its weight files checked against their checksums."""
+    from grun_cli.integrity import read_json, verify
+
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise GrunError(f"{directory} holds no grun adapter ({CONFIG_FILE} missing); "
                         "pass the adapter/ folder of a `grun unlearn` run")
-    return json.loads(path.read_text())
+    saved = read_json(path, "adapter config")
+    if saved.get("kind") not in ("grun", "lora", "full") or not isinstance(saved.get("config"), dict):
+        raise GrunError(f"{path} names no adapter kind and config; copy the folder again or rerun it")
+    verify(directory, saved.get("files"), CONFIG_FILE)
+    return saved
 
 
 def check_base(saved: Mapping[str, Any], model: Any, directory: Path) -> None:

@@ -22,7 +22,7 @@ from grun_cli.data import make_source
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json
 from grun_cli.models.template import PromptTemplate
-from grun_cli.train.run_card import read_run_card, run_card
+from grun_cli.train.run_card import read_run_card, run_card, write_run_card
 from grun_cli.train.tracking import Tracker, start_tracking
 
 log = logging.getLogger("grun.eval")
@@ -220,7 +220,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         metrics = run_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
                                  tracker=tracker)
         atomic_write_json(out / "metrics.json", metrics)
-        atomic_write_json(out / "run_card.json", run_card(
+        write_run_card(out, run_card(
             "eval", config, status="complete", model=described, evaluation=str(cfg.eval.get("kind", "tofu")),
             data={"source": source.describe(), "forget_split": source.forget_split},
             metrics=metrics, wall_time_s=round(time.time() - started, 1)))

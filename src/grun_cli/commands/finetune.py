@@ -22,7 +22,7 @@ from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_dir, atomic_write_json
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import PromptTemplate
-from grun_cli.train.run_card import run_card
+from grun_cli.train.run_card import run_card, write_run_card
 from grun_cli.train.tracking import Tracker, start_tracking
 
 log = logging.getLogger("grun.finetune")
@@ -126,7 +126,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
             checkpoint = str(out / "checkpoint")
         tracker.summary(metrics)
         atomic_write_json(out / "metrics.json", metrics)
-        atomic_write_json(out / "run_card.json", run_card(
+        write_run_card(out, run_card(
             "finetune", config,
             status="complete",
             checkpoint=checkpoint,

@@ -25,7 +25,7 @@ from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 from grun_cli.models.loading import load_model
 from grun_cli.models.target import ensure_target
 from grun_cli.models.template import PromptTemplate
-from grun_cli.train.run_card import run_card
+from grun_cli.train.run_card import run_card, write_run_card
 from grun_cli.train.tracking import start_tracking
 
 log = logging.getLogger("grun.unlearn")
@@ -161,7 +161,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         metrics["wall_time_s"] = round(time.time() - started, 1)
         tracker.summary(metrics)
         atomic_write_json(out / "metrics.json", metrics)
-        atomic_write_json(out / "run_card.json", run_card(
+        write_run_card(out, run_card(
             "unlearn", config, status="complete", adapter=str(out / "adapter"), base_model=base,
             method=method.name, adapter_kind=adapter.kind, efficiency=efficiency,
             data={"source": source.describe(), "forget_split": source.forget_split,

@@ -106,7 +106,7 @@ class TextSource:
             if not path.is_absolute() and self.local_dir is not None:
                 path = self.local_dir / path
             if path.is_file():
-                return [r.get("text") for r in read_jsonl(path)], str(path)
+                return [r["text"] for r in read_jsonl(path, required=("text",))], str(path)
         hub = spec.get("hub_id")
         if not hub:
             where = f"{self.local_dir}" if self.local_dir else "no folder (data.local_dir / GRUN_DATA_DIR unset)"

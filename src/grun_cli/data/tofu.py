@@ -47,7 +47,7 @@ class TofuSource(QASource):
                     f"{self._origin}); copy {split}.json there or point data.local_dir elsewhere"
                 )
             log.info("TOFU %s: reading %s", split, path)
-            return read_jsonl(path)
+            return read_jsonl(path, required=("question", "answer"))
         return self._load_hub(split)
 
     def _load_hub(self, split: str) -> list[Row]:

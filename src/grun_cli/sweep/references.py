@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from grun_cli.io_utils import atomic_dir, atomic_write_json
-from grun_cli.train.run_card import run_card
+from grun_cli.train.run_card import run_card, write_run_card
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def evaluate_target(cfg: DictConfig, out: Path) -> None:
         metrics = run_evaluation(cfg, tmp, model=loaded.model, tokenizer=loaded.tokenizer, source=source)
         config = OmegaConf.to_container(cfg, resolve=True)
         atomic_write_json(tmp / "metrics.json", metrics)
-        atomic_write_json(tmp / "run_card.json", run_card(
+        write_run_card(tmp, run_card(
             "eval", config, status="complete", role="target", model=loaded.describe(),
             evaluation=str(cfg.eval.get("kind", "tofu")), data={"source": source.describe(),
                                                              "forget_split": source.forget_split},
@@ -62,7 +62,7 @@ def retain_from_logs(cfg: DictConfig, target_dir: Path, out: Path) -> bool:
     metrics = {**summarise(logs, logs), "forget_quality_reference": ref}
     with atomic_dir(out) as tmp:
         atomic_write_json(tmp / "metrics.json", metrics)
-        atomic_write_json(tmp / "run_card.json", run_card(
+        write_run_card(tmp, run_card(
             "eval", OmegaConf.to_container(cfg, resolve=True), status="complete", role="retain",
             model={"source": str(Path(ref).parent)}, evaluation="tofu", metrics=metrics))
     return True

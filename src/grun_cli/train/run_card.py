@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import sys
@@ -63,7 +62,19 @@ def read_run_card(run_dir: Path, command: str | None = None) -> dict[str, Any]:
         why = failed.read_text().strip().splitlines()[0] if failed.is_file() else ""
         raise GrunError(f"{run_dir} is not a completed grun run (no run_card.json)"
                         + (f"; it failed: {why}" if why else "; is the path right?"))
-    card = json.loads(path.read_text())
+    from grun_cli.integrity import read_json, verify
+
+    card = read_json(path, "run card")
     if command is not None and card.get("command") != command:
         raise GrunError(f"{run_dir} is a `grun {card.get('command')}` run, not `grun {command}`")
+    verify(run_dir, card.get("files"), "run_card.json")
     return card
+
+
+def write_run_card(run_dir: Path, card: Mapping[str, Any]) -> None:
+    """The card, last, with the checksum of every result file: its presence marks a complete run."""
+    from grun_cli.integrity import digests, result_files
+    from grun_cli.io_utils import atomic_write_json
+
+    run_dir = Path(run_dir)
+    atomic_write_json(run_dir / "run_card.json", {**card, "files": digests(run_dir, result_files(run_dir))})

@@ -81,6 +81,11 @@ def start_tracking(
         return Tracker()
     if mode == "auto":
         mode = "online" if _has_wandb_key() else "offline"
+    elif mode == "online" and not _has_wandb_key():
+        # W&B would ask for a key at an interactive prompt (and die at end of input): never block
+        log.warning("W&B mode online but no API key (WANDB_API_KEY or ~/.netrc): logging offline instead; "
+                    "upload later with `wandb sync %s`", run_dir / "wandb")
+        mode = "offline"
     try:
         import wandb
     except ImportError:

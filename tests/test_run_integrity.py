@@ -1,0 +1,70 @@
+"""Saved runs carry checksums (run_card.json lists every result file, grun_adapter.json the
+weights): opening a run with any of its files truncated, corrupted or missing is refused in one
+line naming that file, before a model loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import GOOD_TARGET, SMALL_DATA, grun
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    import os
+
+    out = tmp_path_factory.mktemp("integrity") / "run"
+    env = {k: v for k, v in os.environ.items() if k != "GRUN_DATA_DIR"}
+    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    r = grun("unlearn", *SMALL_DATA, GOOD_TARGET, "train.max_steps=3", "eval.enabled=false", "probe.max_rows=8",
+             f"hydra.run.dir={out}", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_the_card_lists_every_result_file(small_run: Path) -> None:
+    card = json.loads((small_run / "run_card.json").read_text())
+    listed = set(card["files"])
+    assert {"adapter/grun_edits.safetensors", "adapter/grun_adapter.json", "metrics.json", "train_log.jsonl"} <= listed
+    assert not any(n.startswith((".hydra", "trainer")) or n.endswith(".log") for n in listed)
+    adapter = json.loads((small_run / "adapter" / "grun_adapter.json").read_text())
+    assert set(adapter["files"]) == {"grun_edits.safetensors"}
+
+
+DAMAGE = ["truncate", "flip", "delete"]
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flip":
+        i = len(data) // 2
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+    else:
+        path.unlink()
+
+
+def _files(run: Path) -> list[str]:
+    return sorted(json.loads((run / "run_card.json").read_text())["files"])
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_every_damaged_file_is_named(small_run: Path, clean_env: dict[str, str], tmp_path: Path, how: str) -> None:
+    for name in [*_files(small_run), "run_card.json"]:
+        if how == "delete" and name == "run_card.json":
+            continue  # no card: not a completed run (its own message, tested elsewhere)
+        run = tmp_path / name.replace("/", "_") / "run"
+        shutil.copytree(small_run, run)
+        _damage(run / name, how)
+        started = time.time()
+        r = grun("eval", f"run={run}", f"hydra.run.dir={tmp_path / 'eval'}", env=clean_env)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (name, how, r.stderr[-2000:])
+        assert len(lines) == 1 and str(run / name) in lines[0], (name, how, lines)
+        assert time.time() - started < 30, (name, how)
