@@ -62,6 +62,7 @@ CATALOGUE = [
     ("rmu-layer-beyond-depth", ["unlearn", "method=rmu", "method.layer=12"], "method.layer=12: block [12] outside the model's decoder blocks 0..3; e.g. method.layer=3"),
     ("rmu-positions-typo", ["unlearn", "method=rmu", "method.positions=every"], "method.positions=every"),
     # -- settings: between groups, and the files a run will read ---------------------------------
+    ("tofu-eval-on-text-data", ["unlearn", "data=wmdp", "eval=tofu"], "eval=tofu needs QA data (data=tofu or synthetic), not data=wmdp"),
     ("idk-on-text-data", ["unlearn", "data=wmdp", "method=idk"], "method=idk answers forget questions with refusals and needs QA data"),
     ("idk-answers-missing", ["unlearn", "method=idk", "method.idk_answers=/no/such/idk.txt"], "method.idk_answers=/no/such/idk.txt does not exist"),
     ("retain-logs-missing", ["unlearn", "data=tofu", "eval.retain_logs=/no/such/TOFU_EVAL.json"], "eval.retain_logs=/no/such/TOFU_EVAL.json: no such file; give an OpenUnlearning/grun TOFU_EVAL.json"),
@@ -110,6 +111,12 @@ FILE_CATALOGUE = [
      ["unlearn", "data=tofu", "eval.retain_logs={tmp}/logs.json"], "logs.json is not valid JSON"),
     ("retain-logs-not-a-tofu-log", _write("logs.json", '{"model_utility": 1}'),
      ["unlearn", "data=tofu", "eval.retain_logs={tmp}/logs.json"], "has no forget_truth_ratio entry"),
+    ("eval-of-a-failed-run", lambda t: (_write("saved/run_card.json", "{}")(t), _write("saved/FAILED", "error: boom")(t)),
+     ["eval", "run={tmp}/saved"], "is marked FAILED (error: boom); it is not a result: resume or rerun it"),
+    ("eval-of-a-truncated-card", _write("saved/run_card.json", '{"command": "unl'),
+     ["eval", "run={tmp}/saved"], "run_card.json is unreadable (JSONDecodeError: truncated or corrupted)"),
+    ("eval-of-a-folder-without-card", _write("saved/metrics.json", "{}"),
+     ["eval", "run={tmp}/saved"], "is not a completed grun run (no run_card.json)"),
 ]
 
 

@@ -68,3 +68,18 @@ def test_every_damaged_file_is_named(small_run: Path, clean_env: dict[str, str],
         assert r.returncode == 2 and "Traceback" not in r.stderr, (name, how, r.stderr[-2000:])
         assert len(lines) == 1 and str(run / name) in lines[0], (name, how, lines)
         assert time.time() - started < 30, (name, how)
+
+
+def test_a_folder_from_before_checksums_still_names_a_damaged_file(small_run: Path, clean_env: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    run = tmp_path / "old"
+    shutil.copytree(small_run, run)
+    for name in ("run_card.json", "adapter/grun_adapter.json"):
+        saved = json.loads((run / name).read_text())
+        saved.pop("files")
+        (run / name).write_text(json.dumps(saved))
+    _damage(run / "adapter" / "grun_edits.safetensors", "truncate")
+    r = grun("eval", f"run={run}", f"hydra.run.dir={tmp_path / 'eval'}", env=clean_env)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert lines[-1].startswith(f"grun eval: error: {run / 'adapter' / 'grun_edits.safetensors'} is unreadable"), lines

@@ -228,6 +228,10 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
     if cls is not None and getattr(cls, "needs_idk", False) and data.get("kind") == "text":
         yield (f"method={method.get('name')} answers forget questions with refusals and needs QA data (data=tofu "
                f"or synthetic), not the text corpora of data={data.get('name')}; use method=rmu, npo or gd")
+    evaluation = cfg.get("eval") or {}
+    if evaluation.get("enabled", True) and evaluation.get("kind", "tofu") == "tofu" and data.get("kind") == "text":
+        yield (f"eval=tofu needs QA data (data=tofu or synthetic), not data={data.get('name')}; use eval=wmdp "
+               "(or eval.enabled=false)")
     idk = method.get("idk_answers")
     if idk and not Path(str(idk)).expanduser().is_file():
         yield (f"method.idk_answers={idk} does not exist; give a file with one answer per line, or null for "

@@ -227,7 +227,14 @@ class GrunAdapter(Adapter):
         the rotation orthonormal."""
         from safetensors.torch import load_file
 
-        tensors = load_file(str(directory / "grun_edits.safetensors"))
+        path = directory / "grun_edits.safetensors"
+        try:
+            tensors = load_file(str(path))
+        except FileNotFoundError:
+            raise GrunError(f"{path} is missing; copy the whole adapter folder again or rerun it") from None
+        except Exception as e:  # a folder from before checksums: safetensors finds the damage itself
+            raise GrunError(f"{path} is unreadable ({type(e).__name__}: truncated or corrupted); copy the adapter "
+                            "folder again or rerun it") from None
         expected = {k.split(".")[0] for k in tensors}
         if expected != set(self.edits):
             raise GrunError(f"{directory}: adapter edits layers {sorted(expected)} but the config "

@@ -167,8 +167,11 @@ def model_name(card: Mapping[str, Any]) -> str:
 
 def read_run(folder: Path, what: str = "runs") -> Row:
     """The row of one complete run folder (`grun unlearn`, or `grun eval` of a model / a run)."""
+    from grun_cli.integrity import verify
+
     check_complete(folder, what)
     card = _read_json(folder / "run_card.json")
+    verify(folder, card.get("files"), "run_card.json")  # a report never shows a damaged run's numbers
     metrics = _read_json(folder / "metrics.json")
     command = card.get("command")
     kind = kind_of(metrics)

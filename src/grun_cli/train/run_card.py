@@ -64,6 +64,11 @@ def read_run_card(run_dir: Path, command: str | None = None) -> dict[str, Any]:
                         + (f"; it failed: {why}" if why else "; is the path right?"))
     from grun_cli.integrity import read_json, verify
 
+    for marker in ("FAILED", "INTERRUPTED"):  # complete = a card and no marker
+        if (run_dir / marker).is_file():
+            why = (run_dir / marker).read_text().strip().splitlines()[:1]
+            raise GrunError(f"{run_dir} is marked {marker} ({why[0] if why else 'no reason recorded'}); it is not "
+                            "a result: resume or rerun it")
     card = read_json(path, "run card")
     if command is not None and card.get("command") != command:
         raise GrunError(f"{run_dir} is a `grun {card.get('command')}` run, not `grun {command}`")
