@@ -55,19 +55,35 @@ def _files(run: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("how", DAMAGE)
-def test_every_damaged_file_is_named(small_run: Path, clean_env: dict[str, str], tmp_path: Path, how: str) -> None:
+def test_every_damaged_file_is_named(small_run: Path, tmp_path: Path, how: str) -> None:
+    """Each file of the run, damaged, refused by the check every opener runs (read_run_card)."""
+    from grun_cli.errors import GrunError
+    from grun_cli.train.run_card import read_run_card
+
     for name in [*_files(small_run), "run_card.json"]:
         if how == "delete" and name == "run_card.json":
-            continue  # no card: not a completed run (its own message, tested elsewhere)
+            continue  # no card: not a completed run (its own message, in the error catalogue)
         run = tmp_path / name.replace("/", "_") / "run"
         shutil.copytree(small_run, run)
         _damage(run / name, how)
-        started = time.time()
-        r = grun("eval", f"run={run}", f"hydra.run.dir={tmp_path / 'eval'}", env=clean_env)
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
-        assert r.returncode == 2 and "Traceback" not in r.stderr, (name, how, r.stderr[-2000:])
-        assert len(lines) == 1 and str(run / name) in lines[0], (name, how, lines)
-        assert time.time() - started < 30, (name, how)
+        with pytest.raises(GrunError) as e:
+            read_run_card(run)
+        assert str(run / name) in str(e.value) and "\n" not in str(e.value), (name, how, e.value)
+
+
+@pytest.mark.parametrize("name, how", [("adapter/grun_edits.safetensors", "truncate"), ("metrics.json", "flip"),
+                                       ("adapter/grun_adapter.json", "delete"), ("run_card.json", "truncate")])
+def test_grun_eval_refuses_a_damaged_run_in_one_line(small_run: Path, clean_env: dict[str, str], tmp_path: Path,
+                                                     name: str, how: str) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    _damage(run / name, how)
+    started = time.time()
+    r = grun("eval", f"run={run}", f"hydra.run.dir={tmp_path / 'eval'}", env=clean_env)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(lines) == 1 and str(run / name) in lines[0], lines
+    assert time.time() - started < 30
 
 
 def test_a_folder_from_before_checksums_still_names_a_damaged_file(small_run: Path, clean_env: dict[str, str],
