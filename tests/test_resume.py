@@ -18,7 +18,7 @@ import pytest
 from conftest import GOOD_TARGET, REPO, SMALL_DATA, grun
 
 STEPS = 48
-TIMES = ("wall_time_s", "train_runtime", "train_samples_per_second", "train_steps_per_second")
+TIMES = ("wall_time_s", "eval_time_s", "train_runtime", "train_samples_per_second", "train_steps_per_second")
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -78,6 +78,32 @@ def test_a_resumed_unlearning_run_equals_an_uninterrupted_one(clean_env: dict[st
     for name in ("metrics.json", "train_log.jsonl"):
         assert _without_times(stopped / name) == _without_times(whole / name), name
     assert (stopped / "train_log.jsonl").read_text().count("\n") == (whole / "train_log.jsonl").read_text().count("\n")
+
+
+def test_a_run_stopped_during_its_evaluation_resumes_without_training_again(clean_env: dict[str, str],
+                                                                          tmp_path: Path) -> None:
+    args = [*SMALL_DATA, GOOD_TARGET, "probe.max_rows=20", "train.max_steps=20", "train.save_steps=10",
+            "eval.max_rows=20"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    r = grun("unlearn", *args, f"hydra.run.dir={whole}", env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    exe = Path(sys.executable).with_name("grun")
+    proc = subprocess.Popen([str(exe), "unlearn", *args, f"hydra.run.dir={stopped}"], env=clean_env, cwd=REPO,
+                            text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while not (stopped / "adapter" / "grun_adapter.json").is_file():  # trained and saved: evaluating now
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and (stopped / "trainer" / "checkpoint-20").is_dir()
+    r = grun("unlearn", f"resume={stopped}", env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _digest(stopped / "adapter") == _digest(whole / "adapter")
+    for name in ("metrics.json", "train_log.jsonl"):  # no step trained twice, the same final log entry
+        assert _without_times(stopped / name) == _without_times(whole / name), name
 
 
 def test_a_resumed_finetune_equals_an_uninterrupted_one(clean_env: dict[str, str], tmp_path: Path) -> None:

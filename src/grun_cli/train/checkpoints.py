@@ -6,10 +6,10 @@ the running sums HF does not save (its loss accumulator since the last log, grun
 sums, the number of data items consumed, which positions the random retain pairing). A folder
 without a manifest, or whose files no longer match it, is not a checkpoint.
 
-Checkpoints are written every ``train.save_steps`` optimizer steps, at the last step (kept until
-the run is complete, so a run stopped during its evaluation resumes without training again),
-and when SIGINT / SIGTERM arrives during training (the step finishes first). A complete run
-deletes them.
+Checkpoints are written every ``train.save_steps`` optimizer steps and then also at the last step
+(kept until the run is complete, so a run stopped during its evaluation resumes without training
+again), and whatever ``save_steps`` says when SIGINT / SIGTERM arrives during training (the step
+finishes first). A complete run deletes them.
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ class Checkpointing(TrainerCallback):
         if self.stop:
             control.should_save = True
             control.should_training_stop = True
-        elif state.global_step >= state.max_steps:
-            control.should_save = True
+        elif state.global_step >= state.max_steps and getattr(args.save_strategy, "value", args.save_strategy) != "no":
+            control.should_save = True  # periodic checkpoints on: the last step too (a full 8B one is ~100 GB)
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         folder = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
@@ -122,6 +122,10 @@ class Checkpointing(TrainerCallback):
 def train(trainer: Any, command: str, resume_from: Path | None = None) -> Any:
     """``trainer.train()`` with checkpoints; a stop signal during training ends in Interrupted
     (with the step and the checkpoint) after the current step and its checkpoint."""
+    if resume_from is not None:
+        manifest = read_manifest(resume_from, verify=False)  # verified before loading
+        if int(manifest["step"]) >= int(manifest["max_steps"]):
+            return _already_trained(trainer, resume_from, manifest)
     with finish_step_first() as stop:
         callback = Checkpointing(command, stop, resume_from).bind(trainer)
         trainer.add_callback(callback)
@@ -147,3 +151,23 @@ def resume_checkpoint(cfg: Any, out: Path) -> Path | None:
 def drop_checkpoints(out: Path) -> None:
     """A complete run keeps its result, not the state to resume it."""
     shutil.rmtree(Path(out) / TRAINER_DIR, ignore_errors=True)
+
+
+def _already_trained(trainer: Any, folder: Path, manifest: dict[str, Any]) -> Any:
+    """Resume from the last step's checkpoint (the run stopped during its evaluation): load it and
+    log what HF logs when training ends, without a step. (HF's own resume at the last step trains
+    one step too many: it skips the epoch's trained batches, then runs the rest.)"""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(str(folder))
+    trainer.state = TrainerState.load_from_json(str(Path(folder) / "trainer_state.json"))
+    step = trainer.state.global_step
+    sums = manifest["sums"]
+    total = float(sums["total_loss"])
+    total += float(sums["tr_loss"])  # in HF's order: the loss since the last log, added at the end
+    metrics = {"train_runtime": 0.0, "train_samples_per_second": 0.0, "train_steps_per_second": 0.0,
+               "total_flos": trainer.state.total_flos, "train_loss": total / max(step, 0.001)}
+    trainer.log(dict(metrics))
+    log.info("resumed from %s: training had finished (step %d)", folder, step)
+    return TrainOutput(step, metrics["train_loss"], metrics)

@@ -52,7 +52,7 @@ def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to:
     for key in ("lr", "batch_size", "grad_accum"):
         if float(train_cfg[key]) <= 0:
             raise GrunError(f"train.{key} must be positive, got {train_cfg[key]}")
-    save_steps = int(train_cfg.get("save_steps") or 0)  # 0: checkpoints only at the end and when stopped
+    save_steps = int(train_cfg.get("save_steps") or 0)  # 0: checkpoints only when stopped
     return TrainingArguments(
         output_dir=output_dir,
         learning_rate=float(train_cfg["lr"]),
