@@ -234,6 +234,15 @@ def test_repro_measures_expected_then_passes_and_catches_a_broken_recipe(
     assert any("claim forgets: holds" in ln for ln in lines) and not any(ln.startswith("failed") for ln in lines)
     assert "claim perfect_gate: does not hold" in again.stdout
 
+    # one cell re-measured joins the recorded numbers (the runs are reused from out=)
+    merged = grun("repro", f"root={root}", f"out={out}", "seeds=[1,2,3]", "update=true", "cells=[npo/grun]",
+                  env=clean_env)
+    assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-3000:]
+    assert "claims not checked (cells= runs part of the table)" in merged.stdout
+    after = json.loads((folder / "expected_ci.json").read_text())
+    assert set(after["numbers"]) == {"npo/grun", "target", "retain"} and after["numbers"] == expected["numbers"]
+    assert after["command"].count("grun repro") == 2
+
     broken = grun("repro", f"root={root}", f"out={tmp_path / 'broken'}", "seeds=[1]",
                   'overrides=["train.max_steps=1"]', env=clean_env)
     assert broken.returncode == 1, broken.stdout[-3000:] + broken.stderr[-2000:]
@@ -249,6 +258,7 @@ def test_repro_measures_expected_then_passes_and_catches_a_broken_recipe(
     (["seeds=[1]", "update=true"], "give 3 or more"),
     (["scale=huge"], "scale=huge"),
     (["seeds=[a]"], "whole numbers"),
+    (["tables=[tofu_forget05]", "cells=[gd/nope]"], "cells=['gd/nope']: not a cell of tofu_forget05 at scale=ci"),
 ])
 def test_bad_repro_settings_fail_in_one_line(clean_env: dict[str, str], tmp_path: Path, args: list[str],
                                              message: str) -> None:

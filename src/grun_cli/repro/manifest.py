@@ -80,6 +80,12 @@ class Table:
             return self.data
         return self.fallback
 
+    def only(self, scale: str, names: set[str]) -> Table:
+        """This table with only the named cells at ``scale`` (the references stay)."""
+        from dataclasses import replace
+
+        return replace(self, cells={**self.cells, scale: [c for c in self.cells.get(scale, []) if c.name in names]})
+
     def expected_path(self, data: str | None) -> Path:
         return self.folder / (f"expected_ci.{data}.json" if data and data != self.data else "expected_ci.json")
 
