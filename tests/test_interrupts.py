@@ -26,16 +26,22 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 40
     raise AssertionError(f"no '{text}' in {path} after {timeout} s")
 
 
+def _training(run: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A long `grun unlearn`, returned once its training loop has started."""
+    exe = Path(sys.executable).with_name("grun")
+    proc = subprocess.Popen([str(exe), "unlearn", *SMALL_DATA, GOOD_TARGET, "train.max_steps=100000",
+                             f"hydra.run.dir={run}"], env=env, cwd=REPO, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for(run / "unlearn.log", "trainable parameters", proc)
+    return proc
+
+
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_mid_training_marks_the_run_interrupted(clean_env: dict[str, str], tmp_path: Path,
                                                          sig: signal.Signals, status: int) -> None:
     run = tmp_path / "run"
-    exe = Path(sys.executable).with_name("grun")
-    proc = subprocess.Popen([str(exe), "unlearn", *SMALL_DATA, GOOD_TARGET, "train.max_steps=100000",
-                             f"hydra.run.dir={run}"], env=clean_env, cwd=REPO, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = _training(run, clean_env)
     try:
-        _wait_for(run / "unlearn.log", "trainable parameters", proc)
         time.sleep(2)  # inside the training loop
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
@@ -58,12 +64,8 @@ def test_a_signal_mid_training_marks_the_run_interrupted(clean_env: dict[str, st
 
 def test_a_second_signal_stops_at_once(clean_env: dict[str, str], tmp_path: Path) -> None:
     run = tmp_path / "run"
-    exe = Path(sys.executable).with_name("grun")
-    proc = subprocess.Popen([str(exe), "unlearn", *SMALL_DATA, GOOD_TARGET, "train.max_steps=100000",
-                             f"hydra.run.dir={run}"], env=clean_env, cwd=REPO, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = _training(run, clean_env)
     try:
-        _wait_for(run / "unlearn.log", "trainable parameters", proc)
         time.sleep(2)
         proc.send_signal(signal.SIGINT)  # two different signals: the kernel never merges them
         proc.send_signal(signal.SIGTERM)  # before the step could finish: no checkpoint, no wait
