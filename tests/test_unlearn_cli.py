@@ -81,3 +81,13 @@ def test_unlearn_bad_input(clean_env: dict[str, str], tmp_path: Path) -> None:
     assert r.returncode == 2 and "method=rmu2 is not a config option" in r.stderr
     r = grun("unlearn", "pairing=sometimes", *SMALL, QUICK_TARGET, f"hydra.run.dir={tmp_path / 'c'}", env=clean_env)
     assert r.returncode == 2 and "pairing=sometimes: input should be 'random' or 'fixed'" in r.stderr
+
+
+def test_no_probe_rows_and_no_evaluation(clean_env: dict[str, str], tmp_path: Path) -> None:
+    """probe.max_rows=0 with eval.enabled=false: nothing to report gates on, for any adapter."""
+    for adapter in ("lora", "grun"):
+        out = tmp_path / adapter
+        r = grun("unlearn", *SMALL, QUICK_TARGET, f"adapter={adapter}", "probe.max_rows=0", "eval.enabled=false",
+                 "train.max_steps=2", f"hydra.run.dir={out}", env=clean_env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert (out / "run_card.json").is_file() and not (out / "GATES.json").exists()

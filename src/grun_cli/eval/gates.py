@@ -67,7 +67,7 @@ def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
             return template.prompt_ids(tokenizer, row["question"])
     values = {k: gate_values_for_ids(adapter, [prompt_ids(r) for r in rows], tokenizer.pad_token_id)
               for k, rows in sets.items()}
-    if any(v is None for v in values.values()):
+    if not values or any(v is None for v in values.values()):  # no gate, or no prompts (probe.max_rows=0)
         return {}
     if save_to is not None:
         from grun_cli.io_utils import atomic_write_json
