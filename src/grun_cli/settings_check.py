@@ -265,9 +265,17 @@ def _data(cfg: Mapping[str, Any], splits: list[str]) -> Iterator[str]:
 
 def _eval(cfg: Mapping[str, Any]) -> Iterator[str]:
     yield from _schema({"seed": cfg.get("seed", 42)}, Run, "")
-    if "run" in cfg and cfg.get("run") is not None and not str(cfg.get("run")).strip():
+    run = cfg.get("run")
+    if run is not None and not str(run).strip():
         yield ("run= is empty (the shell may have expanded an unset variable); give a run folder, or leave run= "
                "out to evaluate model=")
+    elif run is not None:  # the folder's card, markers and checksums, before anything loads
+        from grun_cli.train.run_card import read_run_card
+
+        try:
+            read_run_card(Path(str(run)).expanduser())
+        except GrunError as e:
+            yield str(e)
     yield from _files(cfg)
 
 
