@@ -55,16 +55,17 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def verify(folder: Path, files: Mapping[str, Any] | None, listed_in: str) -> None:
-    """Every listed file present, of its size and (up to the size limit) its sha256."""
+def verify(folder: Path, files: Mapping[str, Any] | None, listed_in: str, *, every_byte: bool = False,
+           fix: str = "copy the folder again or rerun it") -> None:
+    """Every listed file present, of its size and (up to the size limit, or always with
+    ``every_byte``) its sha256; ``fix`` ends the one-line error."""
     if not files:
         return
-    limit = int(os.environ.get("GRUN_VERIFY_MAX_BYTES", 2 << 30))
+    limit = float("inf") if every_byte else int(os.environ.get("GRUN_VERIFY_MAX_BYTES", 2 << 30))
     for name, want in files.items():
         path = Path(folder) / name
         if not path.is_file():
-            raise GrunError(f"{path} is missing (listed in {listed_in}); copy the whole folder again or rerun it")
+            raise GrunError(f"{path} is missing (listed in {listed_in}); {fix}")
         size = path.stat().st_size
         if size != want.get("bytes") or (size <= limit and sha256_file(path) != want.get("sha256")):
-            raise GrunError(f"{path} does not match its checksum in {listed_in} (truncated or changed); copy the "
-                            "folder again or rerun it")
+            raise GrunError(f"{path} does not match its checksum in {listed_in} (truncated or changed); {fix}")

@@ -24,8 +24,9 @@ from typing import Any
 from transformers import TrainerCallback
 
 from grun_cli.errors import GrunError
+from grun_cli.integrity import digests
 from grun_cli.interrupts import Interrupted, StopRequest, finish_step_first
-from grun_cli.io_utils import atomic_write_json, sha256_file
+from grun_cli.io_utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,11 @@ def read_manifest(folder: Path, verify: bool = True) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise GrunError(f"{path} is unreadable or incomplete ({type(e).__name__}); the checkpoint cannot be "
                         "trusted: delete that checkpoint folder to resume from an earlier one") from None
-    for name, digest in files.items() if verify else ():
-        file = Path(folder) / name
-        if not file.is_file():
-            raise GrunError(f"{file} is missing from the checkpoint; delete {folder} to resume from an earlier "
-                            "checkpoint, or start the run again")
-        if sha256_file(file) != digest:
-            raise GrunError(f"{file} does not match its checksum in {MANIFEST} (truncated or changed); delete "
-                            f"{folder} to resume from an earlier checkpoint, or start the run again")
+    if verify:  # every byte, whatever the size: resuming from a damaged state would go on silently
+        from grun_cli.integrity import verify as verify_files
+
+        verify_files(folder, files, MANIFEST, every_byte=True,
+                     fix=f"delete {folder} to resume from an earlier checkpoint, or start the run again")
     return manifest
 
 
@@ -113,8 +111,7 @@ class Checkpointing(TrainerCallback):
             sums["grun"] = t.running_sums()
         if not all(math.isfinite(v) for v in sums.values() if isinstance(v, float)):
             log.warning("checkpoint %s holds non-finite running sums", folder)
-        files = {str(f.relative_to(folder)): sha256_file(f) for f in sorted(folder.rglob("*"))
-                 if f.is_file() and f.name != MANIFEST}
+        files = digests(folder, [f for f in folder.rglob("*") if f.is_file() and f.name != MANIFEST])
         atomic_write_json(folder / MANIFEST, {"command": self.command, "step": state.global_step,
                                               "max_steps": state.max_steps, "sums": sums, "files": files})
 
@@ -135,7 +132,6 @@ def train(trainer: Any, command: str, resume_from: Path | None = None) -> Any:
         folder = Path(trainer.args.output_dir) / f"{PREFIX}{step}"
         raise Interrupted(int(stop.signum), step=step, checkpoint=str(folder) if (folder / MANIFEST).is_file() else None)
     return result
-
 
 
 def resume_checkpoint(cfg: Any, out: Path) -> Path | None:
