@@ -83,6 +83,9 @@ def test_a_given_model_must_be_a_tofu_fine_tune_unless_allowed(unlearn_composer,
 def test_wmdp_and_tiny_keep_their_models(unlearn_composer) -> None:
     assert plan_target(unlearn_composer("model=llama3.1", "data=wmdp", "method=rmu")).source == "base"
     assert plan_target(unlearn_composer()).source == "tiny"
+    # the random-init tiny model must learn the corpora first, or WMDP unlearning measures nothing
+    wmdp_tiny = plan_target(unlearn_composer("data=wmdp", "method=rmu"))
+    assert wmdp_tiny.source == "tiny" and "corpora" in wmdp_tiny.why
 
 
 def test_real_models_default_to_tofu() -> None:

@@ -108,14 +108,17 @@ def plan_target(cfg: DictConfig) -> TargetPlan:
     source = str((cfg.get("target") or {}).get("source", "auto"))
     if source not in SOURCES:
         raise GrunError(f"target.source={source}: choose one of {', '.join(SOURCES)}")
-    if data_name not in TOFU_LIKE:  # WMDP corpora: the knowledge is in the base model already
-        return TargetPlan("base", str(given) if given else None, f"{given or cfg.model.name} as it is "
-                          f"(data={data_name} removes knowledge the base model has)")
     if cfg.model.name == "tiny":  # tests and demos: a given checkpoint is taken as it is
         if given:
             return TargetPlan("given", str(given), str(given))
-        return TargetPlan("tiny", None, "the tiny model fine-tuned on this run's authors (built once, cached; "
-                          "~1 min on CPU)")
+        # the random-init tiny model knows nothing: it learns the run's authors, or for text
+        # corpora (WMDP) the forget and retain training texts, before anything is unlearned
+        learns = "this run's authors" if data_name in TOFU_LIKE else "this run's forget and retain corpora"
+        return TargetPlan("tiny", None, f"the tiny model fine-tuned on {learns} (built once, cached; "
+                          "~1-3 min on CPU)")
+    if data_name not in TOFU_LIKE:  # WMDP corpora: the knowledge is in the base model already
+        return TargetPlan("base", str(given) if given else None, f"{given or cfg.model.name} as it is "
+                          f"(data={data_name} removes knowledge the base model has)")
     tofu = _tofu(cfg)
     recognised = recognise_tofu_target(given, data_name)
     if source == "auto":
