@@ -50,6 +50,11 @@ class FakeModel:
         self.calls.append(("reference", ""))
         return inputs["ref_logits"]
 
+    def reference_nll(self, inputs):  # the live path of AdapterAccess.reference_nll
+        from grun_cli.logprobs import sequence_nll
+
+        return sequence_nll(self.reference(inputs), inputs["labels"])[0]
+
 
 BATCH = {
     "forget": make_inputs([[(1, 0.5, 0.5), (0, 0.75, 0.5)], [(1, 0.25, 0.5)]]),

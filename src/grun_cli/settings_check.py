@@ -56,6 +56,8 @@ class Train(_Group):
     save_steps: Annotated[int, Field(ge=0)] = 0
     bf16: bool = False
     gradient_checkpointing: bool = False
+    reference: Literal["cached", "live"] = "cached"
+    reference_max_gb: NonNegative = 8.0
 
     @model_validator(mode="after")
     def _trains_something(self) -> Train:

@@ -124,18 +124,25 @@ class Adapter(ABC):
         """The module computing the starting model's outputs, and the context to call it in."""
         return self.model, self.disabled()
 
-    def reference_logits(self, inputs: Mapping[str, Any]) -> Any:
+    def starting_model(self) -> tuple[Any, Any]:
+        """``reference_model()`` as it may be called before the first training step, where a
+        cached reference is computed (full fine-tuning: the model itself, no frozen copy)."""
+        return self.reference_model()
+
+    def reference_logits(self, inputs: Mapping[str, Any], starting: bool = False) -> Any:
+        """The starting model's logits, without gradients (``starting``: called before training,
+        from ``starting_model()``)."""
         import torch
 
-        model, context = self.reference_model()
+        model, context = self.starting_model() if starting else self.reference_model()
         with torch.no_grad(), context:
             return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
 
-    def reference_hidden(self, inputs: Mapping[str, Any], layer: int) -> Any:
+    def reference_hidden(self, inputs: Mapping[str, Any], layer: int, starting: bool = False) -> Any:
         """The starting model's output of decoder block ``layer``, without gradients."""
         import torch
 
-        model, context = self.reference_model()
+        model, context = self.starting_model() if starting else self.reference_model()
         with torch.no_grad(), context:
             return capture_block_output(model, layer, lambda: model(
                 input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]))

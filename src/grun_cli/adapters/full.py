@@ -1,7 +1,8 @@
 """Full fine-tuning (the paper's "vanilla" baselines): every weight trainable, or only the
 chosen modules of chosen blocks (RMU's recipe: ``layers=[5, 6, 7]``, ``modules=[mlp.down_proj]``).
 
-Its reference model is a frozen copy, made only when the method needs one."""
+Its reference model is a frozen copy, made only when the method reads the reference live
+(``train.reference=live``); a cached reference is computed from the model before training."""
 
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ class FullAdapter(Adapter):
         if next(self.frozen.parameters()).device != device:  # the Trainer moved the model
             self.frozen.to(device)
         return self.frozen, contextlib.nullcontext()
+
+    def starting_model(self) -> tuple[Any, Any]:
+        if self.frozen is not None:
+            return self.reference_model()
+        return self.model, contextlib.nullcontext()  # valid only before training starts
 
     def save_weights(self, directory: Path) -> None:
         self.model.save_pretrained(str(directory))

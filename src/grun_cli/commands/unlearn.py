@@ -119,7 +119,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     base_print = base_fingerprint(loaded.model)  # before any adapter touches the model
     seed_everything(cfg.seed)  # the edit's initialisation must not depend on what ran before
     adapter = make_adapter(loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
-    adapter.prepare(method.needs_reference)
+    reference = prepare_reference(cfg, method, adapter, dataset, tokenizer.pad_token_id)
     efficiency = adapter.describe()
     log.info("method %s on adapter %s: %s trainable parameters (%.4f%% of %s)", method.name,
              adapter.kind, f"{efficiency['trainable_parameters']:,}", efficiency["trainable_percent"],
@@ -157,6 +157,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
             metrics.update(gate_report(adapter, tokenizer, template, {k: v for k, v in probe_sets.items() if v},
                                        save_to=out))
         metrics.update(efficiency)
+        metrics.update(reference.metrics())
         metrics["train_steps"] = trainer.state.global_step
         metrics["wall_time_s"] = round(time.time() - started, 1)
         tracker.summary(metrics)
@@ -175,6 +176,29 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         raise
     tracker.finish()
     return metrics
+
+
+def prepare_reference(cfg: DictConfig, method: Any, adapter: Any, dataset: Any, pad_id: int) -> Any:
+    """The starting model's values the method reads: cached once before training
+    (``train.reference=cached``), else read live at every step (full fine-tuning then keeps a
+    frozen copy). Returns the cache's report."""
+    from tqdm.auto import tqdm
+
+    from grun_cli.train.reference_cache import CacheReport, cache_references
+    from grun_cli.train.unlearn_trainer import AdapterAccess
+
+    mode = str(cfg.train.get("reference", "cached"))
+    report = CacheReport("live")
+    if method.needs_reference and mode == "cached":
+        layer = (AdapterAccess(adapter).block(getattr(method, "layer", None))
+                 if "hidden" in method.references.values() else None)
+        report = cache_references(dataset, method.references, adapter, layer=layer, pad_id=pad_id,
+                                  batch_size=int(cfg.probe.batch_size),
+                                  max_bytes=float(cfg.train.get("reference_max_gb", 8)) * 2**30,
+                                  progress=lambda desc, n: tqdm(total=n, desc=desc, leave=False))
+    live = set(method.references) - set(report.values)
+    adapter.prepare(bool(live))
+    return report
 
 
 def _report(metrics: dict[str, Any], out: Path) -> None:

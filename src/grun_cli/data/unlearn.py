@@ -16,6 +16,7 @@ from typing import Any
 from grun_cli.errors import GrunError
 from grun_cli.eval.likelihood import pad_batch
 from grun_cli.models.template import PromptTemplate
+from grun_cli.train.reference_cache import REF_HIDDEN, REF_LAYER, REF_NLL
 
 PAIRINGS = ("random", "fixed")
 Feature = dict[str, Any]
@@ -51,6 +52,7 @@ class ForgetRetainDataset:
         self.retain = [encode(r) for r in retain]
         self.pairing, self.seed = pairing, seed
         self.idk_answers = list(idk_answers) if idk_answers else None
+        self._idk: dict[tuple[int, int], Feature] = {}  # (forget row, refusal) -> feature
         self._rng = random.Random(seed)
 
     def __len__(self) -> int:
@@ -61,10 +63,21 @@ class ForgetRetainDataset:
             return random.Random(self.seed * 1_000_003 + index).randrange(len(self.retain))
         return self._rng.randrange(len(self.retain))
 
-    def _draw(self, index: int) -> tuple[int, str | None]:
-        """The random choices of one fetch, in a fixed order: the retain partner, the refusal."""
+    def _draw(self, index: int) -> tuple[int, int | None]:
+        """The random choices of one fetch, in a fixed order: the retain partner, the refusal
+        (its index; ``randrange(n)`` draws what ``choice`` of n answers would)."""
         partner = self.partner(index)
-        return partner, (self._rng.choice(self.idk_answers) if self.idk_answers is not None else None)
+        return partner, (self._rng.randrange(len(self.idk_answers)) if self.idk_answers is not None else None)
+
+    def idk_feature(self, index: int, answer: int) -> Feature:
+        """Forget question ``index`` with refusal ``answer``, encoded once (a cached reference
+        value, when there is one, rides along in the feature)."""
+        key = (index, answer)
+        if key not in self._idk:
+            assert self.idk_answers is not None
+            self._idk[key] = self.template.encode(
+                self.tokenizer, self.forget_rows[index]["question"], self.idk_answers[answer], self.max_length)
+        return self._idk[key]
 
     def fast_forward(self, fetched: int) -> None:
         """Put the random pairing where it stood after ``fetched`` items (a resumed run): the
@@ -77,13 +90,13 @@ class ForgetRetainDataset:
         partner, answer = self._draw(index)
         item = {"forget": self.forget[index], "retain": self.retain[partner]}
         if answer is not None:
-            item["idk"] = self.template.encode(
-                self.tokenizer, self.forget_rows[index]["question"], answer, self.max_length)
+            item["idk"] = self.idk_feature(index, answer)
         return item
 
 
 class UnlearnCollator:
-    """Pads each part of the items; ``positions`` = the last prompt token of every row."""
+    """Pads each part of the items; ``positions`` = the last prompt token of every row; cached
+    reference values (train/reference_cache.py) are stacked, hidden states zero-padded."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
@@ -98,5 +111,15 @@ class UnlearnCollator:
             batch["positions"] = torch.tensor([f["prompt_len"] - 1 for f in feats])
             if "corpus_id" in feats[0]:  # text corpora: which forget corpus each row is from
                 batch["corpus_id"] = torch.tensor([f["corpus_id"] for f in feats])
+            if all(REF_NLL in f for f in feats):
+                batch[REF_NLL] = torch.stack([f[REF_NLL] for f in feats])
+            if all(REF_HIDDEN in f for f in feats):
+                hidden = [f[REF_HIDDEN] for f in feats]
+                width = batch["input_ids"].shape[1]
+                padded = hidden[0].new_zeros((len(hidden), width, hidden[0].shape[-1]))
+                for row, h in enumerate(hidden):
+                    padded[row, : h.shape[0]] = h
+                batch[REF_HIDDEN] = padded
+                batch[REF_LAYER] = torch.tensor([f[REF_LAYER] for f in feats])
             out[key] = batch
         return out

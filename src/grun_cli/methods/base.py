@@ -5,8 +5,10 @@ input_ids, attention_mask, labels (prompt masked) and positions (last prompt tok
 for plain text the token before the cut).
 Methods read model outputs only through :class:`ModelAccess`, which the trainer implements
 on top of the adapter: ``forward`` / ``hidden`` run the model being unlearned (edit on,
-gradients on), ``reference`` / ``reference_hidden`` the starting model (edit off / frozen
-copy, no gradients).
+gradients on), ``reference`` / ``reference_nll`` / ``reference_hidden`` the starting model
+(edit off / frozen copy, no gradients). A method lists the reference values it reads in
+``references`` (batch part -> ``nll`` or ``hidden``): they never change during training, so
+the trainer may compute them once per example before training (``train.reference=cached``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class ModelAccess(Protocol):
     def reference(self, inputs: Inputs) -> Any:
         """Logits of the starting model, without gradients."""
 
+    def reference_nll(self, inputs: Inputs) -> Any:
+        """Per-example summed NLL of the labels under the starting model (cached or live)."""
+
     def hidden(self, inputs: Inputs, role: str, layer: int | None) -> Any:
         """Output of decoder block ``layer`` of the model being unlearned (after its edit),
         with gradients. ``layer=None``: the last block the adapter edits or updates."""
@@ -46,9 +51,16 @@ class Method(ABC):
     """
 
     name: ClassVar[str]
-    needs_reference: ClassVar[bool] = False  # reads ModelAccess.reference
+    #: reference values read, by batch part: "nll" (reference_nll) or "hidden" (reference_hidden)
+    references: ClassVar[Mapping[str, str]] = {}
     needs_idk: ClassVar[bool] = False  # wants batch["idk"]: forget questions with IDK answers
     default_retain_weight: ClassVar[float] = 1.0
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the method reads the starting model at all (full fine-tuning then keeps a
+        frozen copy unless the values are cached)."""
+        return bool(self.references)
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         if "beta" in cfg and not float(cfg["beta"]) > 0:
@@ -88,5 +100,6 @@ def forget_nll(batch: Batch, model: ModelAccess, key: str = "forget") -> tuple[A
 
 
 def reference_nll(batch: Batch, model: ModelAccess, key: str = "forget") -> Any:
-    inputs = batch[key]
-    return sequence_nll(model.reference(inputs), inputs["labels"])[0]
+    """Per-example summed NLL of ``batch[key]`` under the starting model (the method must list
+    ``key: "nll"`` in its ``references``)."""
+    return model.reference_nll(batch[key])

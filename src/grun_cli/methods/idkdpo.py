@@ -12,7 +12,7 @@ from grun_cli.methods.losses import dpo_loss
 
 @register("idkdpo")
 class IdkDPO(Method):
-    needs_reference = True
+    references = {"forget": "nll", "idk": "nll"}
     needs_idk = True
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:

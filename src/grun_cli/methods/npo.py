@@ -15,7 +15,7 @@ from grun_cli.methods.losses import npo_loss
 
 @register("npo")
 class NPO(Method):
-    needs_reference = True
+    references = {"forget": "nll"}
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)

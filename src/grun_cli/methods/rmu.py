@@ -28,7 +28,7 @@ CONTROLS = ("shared", "per_corpus")
 
 @register("rmu")
 class RMU(Method):
-    needs_reference = True
+    references = {"retain": "hidden"}
     default_retain_weight = 100.0  # RMU's alpha (rmu/unlearn.py default)
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:

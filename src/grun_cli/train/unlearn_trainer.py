@@ -14,7 +14,9 @@ from transformers import Trainer
 from grun_cli.adapters import Adapter
 from grun_cli.adapters.base import capture_block_output
 from grun_cli.errors import GrunError
+from grun_cli.logprobs import sequence_nll
 from grun_cli.methods import Method
+from grun_cli.train.reference_cache import REF_HIDDEN, REF_LAYER, REF_NLL
 
 
 class AdapterAccess:
@@ -31,7 +33,14 @@ class AdapterAccess:
     def reference(self, inputs: Mapping[str, Any]) -> Any:
         return self.adapter.reference_logits(inputs)
 
-    def _layer(self, layer: int | None) -> int:
+    def reference_nll(self, inputs: Mapping[str, Any]) -> Any:
+        cached = inputs.get(REF_NLL)  # computed once before training (train/reference_cache.py)
+        if cached is not None:
+            return cached
+        return sequence_nll(self.reference(inputs), inputs["labels"])[0]
+
+    def block(self, layer: int | None) -> int:
+        """The decoder block a method's ``layer`` setting names (None: the last edited one)."""
         edited = self.adapter.edited_layers()
         if layer is None:
             if not edited:
@@ -47,14 +56,18 @@ class AdapterAccess:
             with self.adapter.editing(inputs["positions"], role=role):
                 model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
 
-        layer = self._layer(layer)
+        layer = self.block(layer)
         # Stop after the block read unless edited blocks lie above it: their gates still run and
         # learn from the gate loss (the official GRUN code reads below its last edited block).
         edited = self.adapter.edited_layers()
         return capture_block_output(model, layer, call, stop=not edited or layer >= edited[-1])
 
     def reference_hidden(self, inputs: Mapping[str, Any], layer: int | None) -> Any:
-        return self.adapter.reference_hidden(inputs, self._layer(layer))
+        layer = self.block(layer)
+        cached = inputs.get(REF_HIDDEN)
+        if cached is not None and int(inputs[REF_LAYER][0]) == layer:
+            return cached
+        return self.adapter.reference_hidden(inputs, layer)
 
 
 class UnlearnTrainer(Trainer):

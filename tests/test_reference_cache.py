@@ -1,0 +1,123 @@
+"""train.reference=cached: the starting model's values computed once before training give the
+same losses and gradients as the live reference, for every method that reads one and every
+adapter; full fine-tuning then keeps no frozen copy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_adapters import FULL, GRUN, LORA, fresh, perturb
+
+from grun_cli.adapters import make_adapter
+from grun_cli.data.synthetic import generate
+from grun_cli.data.unlearn import ForgetRetainDataset, UnlearnCollator
+from grun_cli.methods import make_method
+from grun_cli.models.template import PromptTemplate
+from grun_cli.train.reference_cache import REF_HIDDEN, REF_NLL, cache_references
+from grun_cli.train.unlearn_trainer import AdapterAccess
+
+METHODS = {
+    "npo": {"name": "npo", "beta": 0.1, "retain_weight": 1.0},
+    "idkdpo": {"name": "idkdpo", "beta": 0.1, "retain_weight": 1.0},
+    "rmu": {"name": "rmu", "steering_coeff": 5.0, "retain_weight": 10.0, "layer": 2, "positions": "all"},
+}
+ADAPTERS = {"grun": GRUN, "lora": LORA, "full": FULL}
+IDK = ["I don't know.", "No idea, sorry.", "That is not something I can answer."]
+
+
+class _Bar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def dataset(tiny) -> ForgetRetainDataset:
+    data = generate(num_authors=30)
+    template = PromptTemplate()
+    forget, retain = data["full"][:10], data["full"][40:52]
+    return ForgetRetainDataset(forget, retain, tiny.tokenizer, template, 64, seed=3, idk_answers=IDK)
+
+
+def setup(tiny, method_cfg, adapter_cfg, cached: bool):
+    """A fresh model + adapter + data; the reference cached or live; then a stand-in for training."""
+    method = make_method(method_cfg)
+    torch.manual_seed(0)
+    adapter = make_adapter(fresh(tiny), adapter_cfg)
+    access = AdapterAccess(adapter)
+    data = dataset(tiny)
+    report = None
+    if cached:
+        layer = access.block(method.layer) if "hidden" in method.references.values() else None
+        report = cache_references(data, method.references, adapter, layer=layer, pad_id=tiny.tokenizer.pad_token_id,
+                                  batch_size=4, max_bytes=2**30, progress=lambda desc, n: _Bar())
+    adapter.prepare(not cached)
+    perturb(adapter)  # the reference must stay the starting model's
+    batch = UnlearnCollator(tiny.tokenizer.pad_token_id)([data[i] for i in (0, 3, 5, 9)])
+    return method, adapter, access, batch, report
+
+
+def loss_and_grads(method, adapter, access, batch):
+    adapter.model.zero_grad(set_to_none=True)
+    terms = method.loss(batch, access)
+    terms["loss"].backward()
+    grads = {n: p.grad.detach().clone() for n, p in adapter.model.named_parameters() if p.grad is not None}
+    return {k: float(v.detach()) for k, v in terms.items()}, grads
+
+
+@pytest.mark.parametrize("adapter_name", list(ADAPTERS))
+@pytest.mark.parametrize("method_name", list(METHODS))
+def test_cached_reference_equals_live(tiny, method_name: str, adapter_name: str) -> None:
+    method, adapter, access, batch, report = setup(tiny, METHODS[method_name], ADAPTERS[adapter_name], cached=True)
+    parts = method.references
+    for part, kind in parts.items():  # the values really come from the cache
+        assert (REF_NLL if kind == "nll" else REF_HIDDEN) in batch[part]
+    assert set(report.values) == set(parts) and report.mode == "cached"
+    if adapter_name == "full":
+        assert adapter.frozen is None  # no second copy of the model
+    cached_terms, cached_grads = loss_and_grads(method, adapter, access, batch)
+
+    method, adapter, access, live_batch, _ = setup(tiny, METHODS[method_name], ADAPTERS[adapter_name], cached=False)
+    assert not any(REF_NLL in b or REF_HIDDEN in b for b in live_batch.values())
+    live_terms, live_grads = loss_and_grads(method, adapter, access, live_batch)
+
+    assert cached_terms.keys() == live_terms.keys()
+    for name, value in live_terms.items():
+        assert cached_terms[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    assert cached_grads.keys() == live_grads.keys() and live_grads
+    for name, grad in live_grads.items():
+        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_reference_values_are_the_starting_models(tiny) -> None:
+    """The cached NLL of a forget row is its summed answer NLL under the model before any edit,
+    whatever the row is batched with; the IDK table covers every (question, refusal) pair."""
+    from grun_cli.logprobs import sequence_nll
+
+    method = make_method(METHODS["idkdpo"])
+    torch.manual_seed(0)
+    adapter = make_adapter(fresh(tiny), GRUN)
+    data = dataset(tiny)
+    cache_references(data, method.references, adapter, layer=None, pad_id=tiny.tokenizer.pad_token_id,
+                     batch_size=3, max_bytes=2**30, progress=lambda desc, n: _Bar())
+    model = adapter.model
+    for i in (0, 7):
+        feat = data.forget[i]
+        ids = torch.tensor([feat["input_ids"]])
+        with torch.no_grad(), adapter.disabled():
+            alone = sequence_nll(model(input_ids=ids).logits, torch.tensor([feat["labels"]]))[0]
+        assert float(feat[REF_NLL]) == pytest.approx(float(alone[0]), rel=1e-5)
+    assert len(data._idk) == len(data.forget) * len(IDK)
+    assert all(REF_NLL in f for f in data._idk.values())
+
+
+def test_activations_over_the_limit_stay_live(tiny) -> None:
+    method = make_method(METHODS["rmu"])
+    torch.manual_seed(0)
+    adapter = make_adapter(fresh(tiny), FULL)
+    data = dataset(tiny)
+    report = cache_references(data, method.references, adapter, layer=2, pad_id=tiny.tokenizer.pad_token_id,
+                              batch_size=4, max_bytes=1000, progress=lambda desc, n: _Bar())
+    assert report.mode == "live" and "train.reference_max_gb" in report.why_live
+    assert not any(REF_HIDDEN in f for f in data.retain)
