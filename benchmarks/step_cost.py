@@ -9,6 +9,7 @@ forget + retain batches of --batch rows x --seq tokens, the answer on the second
     python benchmarks/step_cost.py --count-only --arch llama3.1-8b mistral-7b   # parameters only
     python benchmarks/step_cost.py --json out.json     # also write {arch: {adapter: row}} (grun repro)
     python benchmarks/step_cost.py --rounds 3          # each adapter 3 times, in rotating order
+    python benchmarks/step_cost.py --reference live cached   # also each adapter with the cached reference
 
 Timing noise on a shared machine drifts over seconds; --rounds R runs every adapter R times,
 rotating their order each round, and reports each adapter's median over the rounds, so a slow
@@ -70,9 +71,11 @@ def child(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     base_rss = rss_mb()
-    adapter = make_adapter(model, ADAPTERS[args.adapter])
+    kind, _, reference = args.adapter.partition("/")
+    adapter = make_adapter(model, ADAPTERS[kind])
     method = make_method({"name": args.method})
-    adapter.prepare(method.needs_reference)
+    cached = reference == "cached"
+    adapter.prepare(method.needs_reference and not cached)  # cached: no frozen copy for full
     opt = torch.optim.AdamW(adapter.param_groups(0.0), lr=1e-5)
     access = AdapterAccess(adapter)
 
@@ -84,6 +87,8 @@ def child(args: argparse.Namespace) -> dict:
                 "positions": torch.full((args.batch,), args.seq // 2 - 1, device=device)}
 
     data = {"forget": batch(), "retain": batch(), "idk": batch()}
+    if cached:  # train.reference=cached: the values computed once before training, not timed
+        attach_cached_reference(data, method, adapter, access)
     times = []
     for step in range(args.warmup + args.steps):
         if device.type == "cuda":
@@ -104,6 +109,28 @@ def child(args: argparse.Namespace) -> dict:
     info = adapter.describe()
     return {"adapter": args.adapter, "step_ms": 1000 * statistics.median(times), "peak_mb": peak,
             "trainable": info["trainable_parameters"], "trainable_pct": info["trainable_percent"]}
+
+
+def attach_cached_reference(data: dict, method: object, adapter: object, access: object) -> None:
+    """Put the starting model's reference values (and GRUN's frozen prefix) into the batch, as
+    train/reference_cache.py does for every training row before training: the step then runs no
+    reference forward, and GRUN only the blocks from its lowest edited one up."""
+    from grun_cli.logprobs import sequence_nll
+    from grun_cli.train.reference_cache import PREFIX, REF_HIDDEN, REF_LAYER, REF_NLL
+
+    block = adapter.prefix_block()
+    if block is not None:
+        for part in ("forget", "retain"):
+            data[part][PREFIX] = adapter.reference_hidden(data[part], block, starting=True)
+
+    for part, kind in method.references.items():
+        inputs = data[part]
+        if kind == "nll":
+            inputs[REF_NLL] = sequence_nll(adapter.reference_logits(inputs, starting=True), inputs["labels"])[0]
+        else:
+            layer = access.block(getattr(method, "layer", None))
+            inputs[REF_HIDDEN] = adapter.reference_hidden(inputs, layer, starting=True)
+            inputs[REF_LAYER] = [layer] * inputs["input_ids"].shape[0]
 
 
 def count(arch: str, adapter: str) -> dict:
@@ -159,6 +186,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--rounds", type=int, default=1, help="runs per adapter, in rotating order (median kept)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per child (0: torch's default)")
+    ap.add_argument("--reference", nargs="+", default=["live"], choices=["live", "cached"],
+                    help="train.reference modes to time (cached rows are named <adapter>/cached)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--count-only", action="store_true", help="trainable parameters only (meta device)")
     ap.add_argument("--json", default=None, help="also write {arch: {adapter: row}} to this file")
@@ -187,7 +216,7 @@ def time_all(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
     print(f"method {args.method}, batch {args.batch} forget + {args.batch} retain x {args.seq} tokens, "
           f"{args.device} {args.dtype}, median of {args.steps} steps"
           + (f", median over {args.rounds} rounds" if args.rounds > 1 else ""))
-    names = list(ADAPTERS)
+    names = [a if mode == "live" else f"{a}/cached" for mode in args.reference for a in ADAPTERS]
     for arch in args.arch:
         runs: dict[str, list[dict]] = {a: [] for a in names}
         for r in range(max(1, args.rounds)):
@@ -195,16 +224,16 @@ def time_all(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
                 runs[a].append(run_child(args, arch, a))
         rows = [median_row(runs[a]) for a in names]
         results[arch] = {r["adapter"]: r for r in rows}
-        full = rows[0]
+        full = results[arch].get("full", rows[0])  # ratios to live full fine-tuning
         print(f"\n{arch}: {json.dumps(ARCHS[arch])}")
-        print(f"  {'adapter':<8}{'trainable':>14}{'%':>10}{'step ms':>11}{'x full':>9}{'peak MB':>11}{'x full':>9}")
+        print(f"  {'adapter':<13}{'trainable':>14}{'%':>10}{'step ms':>11}{'x full':>9}{'peak MB':>11}{'x full':>9}")
         for r in rows:
             if "error" in r:
-                print(f"  {r['adapter']:<8}  failed: {r['error']}")
+                print(f"  {r['adapter']:<13}  failed: {r['error']}")
                 continue
             t = f"{r['step_ms'] / full['step_ms']:.2f}" if "step_ms" in full else "-"
             m = f"{r['peak_mb'] / full['peak_mb']:.2f}" if "peak_mb" in full and full["peak_mb"] > 0 else "-"
-            print(f"  {r['adapter']:<8}{r['trainable']:>14,}{r['trainable_pct']:>10.4f}{r['step_ms']:>11.1f}{t:>9}"
+            print(f"  {r['adapter']:<13}{r['trainable']:>14,}{r['trainable_pct']:>10.4f}{r['step_ms']:>11.1f}{t:>9}"
                   f"{r['peak_mb']:>11.1f}{m:>9}")
     return results
 

@@ -1,6 +1,7 @@
-"""train.reference=cached: the starting model's values computed once before training give the
-same losses and gradients as the live reference, for every method that reads one and every
-adapter; full fine-tuning then keeps no frozen copy."""
+"""Values of the frozen starting model computed once before training give the same losses and
+gradients as computing them at every step: train.reference=cached for every method that reads
+a reference and every adapter (full fine-tuning then keeps no frozen copy), and GRUN's cached
+frozen prefix for GD, NPO, IDK and RMU on the tiny model and an 8-block Llama."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from grun_cli.data.synthetic import generate
 from grun_cli.data.unlearn import ForgetRetainDataset, UnlearnCollator
 from grun_cli.methods import make_method
 from grun_cli.models.template import PromptTemplate
-from grun_cli.train.reference_cache import REF_HIDDEN, REF_NLL, cache_references
+from grun_cli.train.reference_cache import (
+    PREFIX,
+    REF_HIDDEN,
+    REF_NLL,
+    cache_prefix,
+    cache_references,
+)
 from grun_cli.train.unlearn_trainer import AdapterAccess
 
 METHODS = {
@@ -121,3 +128,87 @@ def test_activations_over_the_limit_stay_live(tiny) -> None:
                               batch_size=4, max_bytes=1000, progress=lambda desc, n: _Bar())
     assert report.mode == "live" and "train.reference_max_gb" in report.why_live
     assert not any(REF_HIDDEN in f for f in data.retain)
+
+
+PREFIX_METHODS = {
+    "gd": {"name": "gd", "retain_weight": 2.0},
+    "npo": METHODS["npo"],
+    "idk": {"name": "idk", "retain_weight": 1.0},
+    "rmu": {**METHODS["rmu"], "layer": None},  # read at the last edited block, above the prefix
+}
+
+
+class _Model:
+    """A loaded-model stand-in: a model and the tiny tokenizer."""
+
+    def __init__(self, model, tokenizer) -> None:
+        self.model, self.tokenizer = model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def llama8(tiny):
+    """A random-weight Llama with 8 blocks (GQA, rotary) on the tiny tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(5)
+    config = LlamaConfig(hidden_size=64, intermediate_size=160, num_hidden_layers=8, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=tiny.model.config.vocab_size,
+                         bos_token_id=tiny.tokenizer.bos_token_id, eos_token_id=tiny.tokenizer.eos_token_id,
+                         pad_token_id=tiny.tokenizer.pad_token_id)
+    return _Model(LlamaForCausalLM(config).eval(), tiny.tokenizer)
+
+
+def prefix_run(base, method_cfg, layers, cached_prefix: bool):
+    method = make_method(method_cfg)
+    torch.manual_seed(0)
+    adapter = make_adapter(fresh(base), {**GRUN, "layers": layers, "gate": "mlp"})
+    access = AdapterAccess(adapter)
+    data = dataset(base)
+    if method.needs_reference:
+        layer = access.block(method.layer) if "hidden" in method.references.values() else None
+        cache_references(data, method.references, adapter, layer=layer, pad_id=base.tokenizer.pad_token_id,
+                         batch_size=4, max_bytes=2**30, progress=lambda desc, n: _Bar())
+    done = cache_prefix(data, adapter, "auto" if cached_prefix else False, pad_id=base.tokenizer.pad_token_id,
+                        batch_size=4, max_bytes=2**30, progress=lambda desc, n: _Bar())
+    assert done["prefix_cache"] == ("cached" if cached_prefix else "live")
+    perturb(adapter)
+    batch = UnlearnCollator(base.tokenizer.pad_token_id)([data[i] for i in (1, 4, 6, 8)])
+    assert (PREFIX in batch["forget"]) == cached_prefix and (PREFIX in batch["retain"]) == cached_prefix
+    adapter.model.zero_grad(set_to_none=True)
+    terms = method.loss(batch, access)
+    aux = adapter.aux_loss(batch, access.forward)
+    (terms["loss"] + aux["loss"]).backward()
+    with torch.no_grad(), adapter.editing(batch["forget"]["positions"]), access._start(batch["forget"]):
+        logits = adapter.model(input_ids=batch["forget"]["input_ids"],
+                               attention_mask=batch["forget"]["attention_mask"]).logits
+    grads = {n: p.grad.detach().clone() for n, p in adapter.model.named_parameters() if p.grad is not None}
+    values = {k: float(v.detach()) for k, v in {**terms, **aux}.items()}
+    return values, grads, logits, batch["forget"]["attention_mask"].bool()
+
+
+@pytest.mark.parametrize("method_name", list(PREFIX_METHODS))
+@pytest.mark.parametrize("model_name, layers", [("tiny", [2, 3]), ("llama8", [3, 5, 7])])
+def test_cached_prefix_equals_the_whole_forward(tiny, llama8, model_name, layers, method_name) -> None:
+    base = tiny if model_name == "tiny" else llama8
+    cached, cached_grads, cached_logits, mask = prefix_run(base, PREFIX_METHODS[method_name], layers, True)
+    live, live_grads, live_logits, _ = prefix_run(base, PREFIX_METHODS[method_name], layers, False)
+    assert cached.keys() == live.keys() and "gate_forget" in live
+    for name, value in live.items():  # losses and the gates' means (forget / retain, per layer)
+        assert cached[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    torch.testing.assert_close(cached_logits[mask], live_logits[mask], rtol=1e-4, atol=1e-5)
+    assert cached_grads.keys() == live_grads.keys() and live_grads
+    for name, grad in live_grads.items():
+        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_no_prefix_below_block_zero_and_over_the_limit(tiny) -> None:
+    data = dataset(tiny)
+    pad = tiny.tokenizer.pad_token_id
+    torch.manual_seed(0)
+    adapter = make_adapter(fresh(tiny), {**GRUN, "layers": [0, 3]})
+    done = cache_prefix(data, adapter, "auto", pad_id=pad, batch_size=4, max_bytes=2**30, progress=lambda d, n: _Bar())
+    assert done["prefix_cache"] == "live" and "below block 0" in done["prefix_cache_why"]
+    adapter = make_adapter(fresh(tiny), {**GRUN, "layers": [2, 3]})
+    done = cache_prefix(data, adapter, "auto", pad_id=pad, batch_size=4, max_bytes=1000, progress=lambda d, n: _Bar())
+    assert done["prefix_cache"] == "live" and "adapter.cache_prefix_max_gb" in done["prefix_cache_why"]
+    assert not any(PREFIX in f for f in data.forget)

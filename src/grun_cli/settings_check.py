@@ -75,6 +75,8 @@ class GrunSettings(_Group):
     gate_weight: NonNegative = 10.0
     unlearn_warmup_steps: Annotated[int, Field(ge=0)] = 0
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    cache_prefix: Literal["auto", True, False] = "auto"
+    cache_prefix_max_gb: NonNegative = 8.0
 
 
 class LoraSettings(_Group):

@@ -151,6 +151,14 @@ class Adapter(ABC):
         """Decoder blocks this adapter edits or updates ([] = not restricted to blocks)."""
         return []
 
+    def prefix_block(self) -> int | None:
+        """The block whose output training can cache and start from (``from_prefix``): only
+        adapters that leave everything below their lowest edited block frozen have one."""
+        return None
+
+    def from_prefix(self, prefix: Any) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError(f"adapter={self.kind} has no frozen prefix to start from")
+
     def aux_loss(self, batch: Mapping[str, Any], forward: Any) -> dict[str, Any]:
         """Extra loss terms of the adapter itself (GRUN's gate BCE); {} for none."""
         return {}

@@ -78,6 +78,13 @@ def default_layers(n_layers: int) -> list[int]:
     return sorted({round(n_layers * 5 / 8), round(n_layers * 25 / 32), n_layers - 1})
 
 
+class _Skip(nn.Module):
+    """Stands in for a decoder block below a cached prefix: passes the hidden states on."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return hidden_states
+
+
 class GrunAdapter(Adapter):
     kind = "grun"
 
@@ -171,6 +178,38 @@ class GrunAdapter(Adapter):
         finally:
             self._flush()  # a forward stopped early (capture_block_output) skips _after_forward
             self._positions, self._role, self._once = saved
+
+    def prefix_block(self) -> int | None:
+        """The block whose output is GRUN's frozen prefix (the one below the lowest edited
+        block; None when block 0 is edited: there is nothing below it to skip)."""
+        return self.layers[0] - 1 if self.layers[0] > 0 else None
+
+    @contextlib.contextmanager
+    def from_prefix(self, prefix: torch.Tensor) -> Iterator[None]:
+        """Forwards in this context start from ``prefix`` (batch x tokens x hidden: the output of
+        ``prefix_block()`` for these inputs): the blocks below the lowest edited one are skipped
+        and that block reads the prefix. Everything else (embeddings' shape, position ids, the
+        causal and padding mask, rotary embeddings) is the model's own forward, unchanged."""
+        first = self.layers[0]
+        blocks = decoder_layers(self.model)
+        saved = [blocks[i] for i in range(first)]
+
+        def feed(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            current = args[0] if args else kwargs["hidden_states"]
+            value = prefix.to(device=current.device, dtype=current.dtype)
+            if args:
+                return (value, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": value}
+
+        handle = blocks[first].register_forward_pre_hook(feed, with_kwargs=True)
+        for i in range(first):
+            blocks[i] = _Skip()
+        try:
+            yield
+        finally:
+            handle.remove()
+            for i, block in enumerate(saved):
+                blocks[i] = block
 
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:

@@ -119,7 +119,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     base_print = base_fingerprint(loaded.model)  # before any adapter touches the model
     seed_everything(cfg.seed)  # the edit's initialisation must not depend on what ran before
     adapter = make_adapter(loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
-    reference = prepare_reference(cfg, method, adapter, dataset, tokenizer.pad_token_id)
+    caches = prepare_caches(cfg, method, adapter, dataset, tokenizer.pad_token_id)
     efficiency = adapter.describe()
     log.info("method %s on adapter %s: %s trainable parameters (%.4f%% of %s)", method.name,
              adapter.kind, f"{efficiency['trainable_parameters']:,}", efficiency["trainable_percent"],
@@ -157,7 +157,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
             metrics.update(gate_report(adapter, tokenizer, template, {k: v for k, v in probe_sets.items() if v},
                                        save_to=out))
         metrics.update(efficiency)
-        metrics.update(reference.metrics())
+        metrics.update(caches)
         metrics["train_steps"] = trainer.state.global_step
         metrics["wall_time_s"] = round(time.time() - started, 1)
         tracker.summary(metrics)
@@ -178,27 +178,34 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     return metrics
 
 
-def prepare_reference(cfg: DictConfig, method: Any, adapter: Any, dataset: Any, pad_id: int) -> Any:
-    """The starting model's values the method reads: cached once before training
-    (``train.reference=cached``), else read live at every step (full fine-tuning then keeps a
-    frozen copy). Returns the cache's report."""
+def prepare_caches(cfg: DictConfig, method: Any, adapter: Any, dataset: Any, pad_id: int) -> dict[str, Any]:
+    """What the frozen starting model gives every training row, computed once before training:
+    the reference values the method reads (``train.reference=cached``; live, full fine-tuning
+    keeps a frozen copy) and GRUN's frozen prefix (``adapter.cache_prefix``). Returns what was
+    cached, for metrics.json."""
     from tqdm.auto import tqdm
 
-    from grun_cli.train.reference_cache import CacheReport, cache_references
+    from grun_cli.train.reference_cache import CacheReport, cache_prefix, cache_references
     from grun_cli.train.unlearn_trainer import AdapterAccess
 
-    mode = str(cfg.train.get("reference", "cached"))
+    def progress(desc: str, n: int) -> Any:
+        return tqdm(total=n, desc=desc, leave=False)
+
+    batch_size = int(cfg.probe.batch_size)
     report = CacheReport("live")
-    if method.needs_reference and mode == "cached":
+    if method.needs_reference and str(cfg.train.get("reference", "cached")) == "cached":
         layer = (AdapterAccess(adapter).block(getattr(method, "layer", None))
                  if "hidden" in method.references.values() else None)
         report = cache_references(dataset, method.references, adapter, layer=layer, pad_id=pad_id,
-                                  batch_size=int(cfg.probe.batch_size),
-                                  max_bytes=float(cfg.train.get("reference_max_gb", 8)) * 2**30,
-                                  progress=lambda desc, n: tqdm(total=n, desc=desc, leave=False))
-    live = set(method.references) - set(report.values)
-    adapter.prepare(bool(live))
-    return report
+                                  batch_size=batch_size, max_bytes=float(cfg.train.get("reference_max_gb", 8)) * 2**30,
+                                  progress=progress)
+    adapter.prepare(bool(set(method.references) - set(report.values)))  # a live reference part remains
+    out = report.metrics()
+    if adapter.kind == "grun":
+        out.update(cache_prefix(dataset, adapter, cfg.adapter.get("cache_prefix", "auto"), pad_id=pad_id,
+                                batch_size=batch_size, max_bytes=float(cfg.adapter.get("cache_prefix_max_gb", 8)) * 2**30,
+                                progress=progress))
+    return out
 
 
 def _report(metrics: dict[str, Any], out: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from grun_cli.errors import GrunError
 from grun_cli.eval.likelihood import pad_batch
 from grun_cli.models.template import PromptTemplate
-from grun_cli.train.reference_cache import REF_HIDDEN, REF_LAYER, REF_NLL
+from grun_cli.train.reference_cache import PREFIX, REF_HIDDEN, REF_LAYER, REF_NLL
 
 PAIRINGS = ("random", "fixed")
 Feature = dict[str, Any]
@@ -113,13 +113,18 @@ class UnlearnCollator:
                 batch["corpus_id"] = torch.tensor([f["corpus_id"] for f in feats])
             if all(REF_NLL in f for f in feats):
                 batch[REF_NLL] = torch.stack([f[REF_NLL] for f in feats])
-            if all(REF_HIDDEN in f for f in feats):
-                hidden = [f[REF_HIDDEN] for f in feats]
-                width = batch["input_ids"].shape[1]
-                padded = hidden[0].new_zeros((len(hidden), width, hidden[0].shape[-1]))
-                for row, h in enumerate(hidden):
-                    padded[row, : h.shape[0]] = h
-                batch[REF_HIDDEN] = padded
+            for name in (REF_HIDDEN, PREFIX):
+                if all(name in f for f in feats):
+                    batch[name] = _pad_hidden([f[name] for f in feats], batch["input_ids"].shape[1])
+            if REF_HIDDEN in batch:
                 batch[REF_LAYER] = torch.tensor([f[REF_LAYER] for f in feats])
             out[key] = batch
         return out
+
+
+def _pad_hidden(hidden: Sequence[Any], width: int) -> Any:
+    """Per-row (tokens x hidden) tensors -> one (rows x width x hidden), zero-padded on the right."""
+    padded = hidden[0].new_zeros((len(hidden), width, hidden[0].shape[-1]))
+    for row, h in enumerate(hidden):
+        padded[row, : h.shape[0]] = h
+    return padded

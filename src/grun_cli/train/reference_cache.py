@@ -1,4 +1,6 @@
-"""Cached reference values (``train.reference=cached``, the default).
+"""Values of the frozen starting model computed once before training: the reference values a
+method reads (``train.reference=cached``, the default) and GRUN's frozen prefix
+(``adapter.cache_prefix``, below).
 
 NPO's and IdkDPO's reference log-likelihoods and RMU's frozen retain activations come from the
 starting model, which no training step changes: one batched pass over the training rows
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 REF_NLL = "ref_nll"
 REF_HIDDEN = "ref_hidden"
 REF_LAYER = "ref_layer"
+PREFIX = "prefix"  # GRUN: the output of the block below the lowest edited one, every token
 MODES = ("cached", "live")
 
 
@@ -69,18 +72,20 @@ def _nll_values(features: Sequence[dict[str, Any]], adapter: Any, pad_id: int, b
 
 
 def _hidden_values(features: Sequence[dict[str, Any]], adapter: Any, layer: int, pad_id: int,
-                   batch_size: int, device: Any, progress: Callable[[str, int], Any]) -> None:
-    """``feature[REF_HIDDEN]``: the starting model's block-``layer`` output at each real token
+                   batch_size: int, device: Any, progress: Callable[[str, int], Any],
+                   key: str = REF_HIDDEN, desc: str = "reference") -> None:
+    """``feature[key]``: the starting model's block-``layer`` output at each real token
     (tokens x hidden, in the model's dtype, on the host)."""
     from grun_cli.eval.likelihood import pad_batch
 
-    bar = progress(f"reference: block {layer} activations", len(features))
+    bar = progress(f"{desc}: block {layer} activations", len(features))
     for chunk in _batches(features, batch_size):
         batch = {k: v.to(device) for k, v in pad_batch(chunk, pad_id).items()}
         hidden = adapter.reference_hidden(batch, layer, starting=True).detach().cpu()
         for row, feat in enumerate(chunk):
-            feat[REF_HIDDEN] = hidden[row, : len(feat["input_ids"])].clone()
-            feat[REF_LAYER] = layer
+            feat[key] = hidden[row, : len(feat["input_ids"])].clone()
+            if key == REF_HIDDEN:
+                feat[REF_LAYER] = layer
         bar.update(len(chunk))
     bar.close()
 
@@ -141,3 +146,38 @@ def cache_references(dataset: Any, references: Mapping[str, str], adapter: Any, 
              ", ".join(f"{part} {n} rows" for part, n in report.values.items()) or "nothing",
              report.bytes / 1e6, report.seconds, f"; live: {report.why_live}" if report.why_live else "")
     return report
+
+
+def cache_prefix(dataset: Any, adapter: Any, setting: Any, *, pad_id: int, batch_size: int, max_bytes: float,
+                 progress: Callable[[str, int], Any]) -> dict[str, Any]:
+    """GRUN's frozen prefix for every forget and retain training row (``adapter.cache_prefix``:
+    auto | true | false): each step then runs only the blocks from the lowest edited one up.
+    IDK rows (a refusal per question, drawn per fetch) stay live. Returns what was done, for the
+    log and metrics.json."""
+    import time
+
+    mode = str(setting).lower()
+    block = adapter.prefix_block()
+    if mode in ("false", "none", "off") or block is None:
+        why = "off" if mode in ("false", "none", "off") else f"adapter={adapter.kind} has no frozen prefix below block 0"
+        return {"prefix_cache": "live", "prefix_cache_why": why}
+    model, _ = adapter.starting_model()
+    features = [*dataset.forget, *dataset.retain]
+    size = hidden_bytes(features, int(model.config.hidden_size), next(model.parameters()).element_size())
+    if size > max_bytes:
+        why = (f"the prefix of {len(features)} rows would take {size / 2**30:.2f} GiB of host memory, over "
+               f"adapter.cache_prefix_max_gb={max_bytes / 2**30:g}")
+        log.info("prefix: %s; every step runs the whole model instead", why)
+        return {"prefix_cache": "live", "prefix_cache_why": why}
+    started = time.time()
+    was_training = model.training
+    model.eval()
+    try:
+        _hidden_values(features, adapter, block, pad_id, batch_size, next(model.parameters()).device, progress,
+                       key=PREFIX, desc="frozen prefix")
+    finally:
+        model.train(was_training)
+    seconds = time.time() - started
+    log.info("prefix: cached the output of block %d for %d rows (%.1f MB, %.1f s); steps start at block %d",
+             block, len(features), size / 1e6, seconds, block + 1)
+    return {"prefix_cache": "cached", "prefix_cache_bytes": size, "prefix_cache_s": round(seconds, 2)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from grun_cli.adapters.base import capture_block_output
 from grun_cli.errors import GrunError
 from grun_cli.logprobs import sequence_nll
 from grun_cli.methods import Method
-from grun_cli.train.reference_cache import REF_HIDDEN, REF_LAYER, REF_NLL
+from grun_cli.train.reference_cache import PREFIX, REF_HIDDEN, REF_LAYER, REF_NLL
 
 
 class AdapterAccess:
@@ -25,8 +26,17 @@ class AdapterAccess:
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
 
+    def _start(self, inputs: Mapping[str, Any], read: int | None = None) -> Any:
+        """GRUN's cached frozen prefix when the batch has it (and no block below the prefix is
+        read: ``read``), else the whole forward."""
+        prefix = inputs.get(PREFIX)
+        block = self.adapter.prefix_block()
+        if prefix is None or block is None or (read is not None and read <= block):
+            return contextlib.nullcontext()
+        return self.adapter.from_prefix(prefix)
+
     def forward(self, inputs: Mapping[str, Any], role: str) -> Any:
-        with self.adapter.editing(inputs["positions"], role=role):
+        with self.adapter.editing(inputs["positions"], role=role), self._start(inputs):
             return self.adapter.model(input_ids=inputs["input_ids"],
                                       attention_mask=inputs["attention_mask"]).logits
 
@@ -52,11 +62,12 @@ class AdapterAccess:
     def hidden(self, inputs: Mapping[str, Any], role: str, layer: int | None) -> Any:
         model = self.adapter.model
 
+        layer = self.block(layer)
+
         def call() -> None:
-            with self.adapter.editing(inputs["positions"], role=role):
+            with self.adapter.editing(inputs["positions"], role=role), self._start(inputs, read=layer):
                 model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
 
-        layer = self.block(layer)
         # Stop after the block read unless edited blocks lie above it: their gates still run and
         # learn from the gate loss (the official GRUN code reads below its last edited block).
         edited = self.adapter.edited_layers()
