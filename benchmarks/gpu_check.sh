@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The prepared GPU check (issue 12): on a machine with one GPU, in under 8 minutes, with a
+# randomly initialised Llama-3.1-8B-shaped model in bfloat16:
+#   1. step time and peak memory of full (as far as it fits), LoRA and GRUN, with the reference
+#      live and cached (GRUN cached = cached reference + cached frozen prefix), NPO;
+#   2. the GRUN edit's inference overhead: greedy generation and scoring, edit on vs off
+#      (TOFU-shaped: a 32-token prompt, 64 answer tokens, batch 32).
+# Results: $OUT (or ./gpu_check_out) as JSON + the printed tables in gpu_check.log; copy them
+# into experiments/efficiency/gpu/ with the date and the GPU's name.
+#   bash benchmarks/gpu_check.sh
+#   ARCH=tiny DEVICE=cpu DTYPE=float32 bash benchmarks/gpu_check.sh    # a dry run of the script on CPU
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ARCH=${ARCH:-llama3.1-8b}; DEVICE=${DEVICE:-cuda}; DTYPE=${DTYPE:-bfloat16}
+OUT=${OUT:-gpu_check_out}; mkdir -p "$OUT"
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+{
+  echo "== $(date -u +%FT%TZ) $( (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo no GPU) 2>/dev/null | head -1)"
+  echo "== 1. step cost, $ARCH $DEVICE $DTYPE (NPO, batch 8 + 8 x 256 tokens)"
+  timeout 300 "$PY" benchmarks/step_cost.py --arch "$ARCH" --device "$DEVICE" --dtype "$DTYPE" --method npo \
+    --batch 8 --seq 256 --steps 5 --warmup 2 --reference live cached --json "$OUT/step_cost.json" \
+    || echo "step cost: stopped (rc $?)"
+  echo "== 2. edit overhead, $ARCH (generation and scoring, edit on vs off)"
+  timeout 150 "$PY" benchmarks/edit_overhead.py --arch "$ARCH" --device "$DEVICE" --dtype "$DTYPE" \
+    --batch 32 --prompt 32 --new-tokens 64 --rounds 4 --json "$OUT/edit_overhead.json" \
+    || echo "edit overhead: stopped (rc $?)"
+} 2>&1 | grep -v "it/s\]" | tee "$OUT/gpu_check.log"
