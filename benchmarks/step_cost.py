@@ -211,12 +211,26 @@ def count_all(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
     return results
 
 
+def recipe_epochs() -> dict[str, int]:
+    """Each adapter's paper recipe epochs (conf/train/unlearn_<adapter>.yaml): every forget
+    example passes once per epoch, so the time to unlearn is per-example step cost x epochs."""
+    import yaml
+
+    from grun_cli.config import config_dir
+
+    return {a: int(yaml.safe_load((config_dir() / "train" / f"unlearn_{a}.yaml").read_text())["epochs"])
+            for a in ADAPTERS}
+
+
 def time_all(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
     results = {}
     print(f"method {args.method}, batch {args.batch} forget + {args.batch} retain x {args.seq} tokens, "
           f"{args.device} {args.dtype}, median of {args.steps} steps"
           + (f", median over {args.rounds} rounds" if args.rounds > 1 else ""))
     names = [a if mode == "live" else f"{a}/cached" for mode in args.reference for a in ADAPTERS]
+    epochs = recipe_epochs()
+    print("run x full: time to unlearn at each adapter's paper recipe (per-example step cost x epochs: "
+          + ", ".join(f"{a} {e}" for a, e in epochs.items()) + "), against live full fine-tuning's")
     for arch in args.arch:
         runs: dict[str, list[dict]] = {a: [] for a in names}
         for r in range(max(1, args.rounds)):
@@ -226,15 +240,20 @@ def time_all(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
         results[arch] = {r["adapter"]: r for r in rows}
         full = results[arch].get("full", rows[0])  # ratios to live full fine-tuning
         print(f"\n{arch}: {json.dumps(ARCHS[arch])}")
-        print(f"  {'adapter':<13}{'trainable':>14}{'%':>10}{'step ms':>11}{'x full':>9}{'peak MB':>11}{'x full':>9}")
+        print(f"  {'adapter':<13}{'trainable':>14}{'%':>10}{'step ms':>11}{'x full':>9}{'peak MB':>11}{'x full':>9}"
+              f"{'run x full':>12}")
         for r in rows:
             if "error" in r:
                 print(f"  {r['adapter']:<13}  failed: {r['error']}")
                 continue
             t = f"{r['step_ms'] / full['step_ms']:.2f}" if "step_ms" in full else "-"
             m = f"{r['peak_mb'] / full['peak_mb']:.2f}" if "peak_mb" in full and full["peak_mb"] > 0 else "-"
+            kind = r["adapter"].partition("/")[0]
+            if "step_ms" in full:
+                r["run_vs_full"] = r["step_ms"] * epochs[kind] / (full["step_ms"] * epochs["full"])
+            run = f"{r['run_vs_full']:.2f}" if "run_vs_full" in r else "-"
             print(f"  {r['adapter']:<13}{r['trainable']:>14,}{r['trainable_pct']:>10.4f}{r['step_ms']:>11.1f}{t:>9}"
-                  f"{r['peak_mb']:>11.1f}{m:>9}")
+                  f"{r['peak_mb']:>11.1f}{m:>9}{run:>12}")
     return results
 
 
