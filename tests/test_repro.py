@@ -234,11 +234,17 @@ def test_repro_measures_expected_then_passes_and_catches_a_broken_recipe(
     assert any("claim forgets: holds" in ln for ln in lines) and not any(ln.startswith("failed") for ln in lines)
     assert "claim perfect_gate: does not hold" in again.stdout
 
-    # one cell re-measured joins the recorded numbers (the runs are reused from out=)
+    # one cell re-measured joins the recorded numbers (the runs are reused from out=); the claims
+    # its rows can decide are checked, one that needs a row not run is named as not checked
+    (folder / "claims.yaml").write_text(MINI_CLAIMS + """  - {id: vs_full, claim: GRUN below full, metric: forget_Q_A_Prob,
+     left: {adapter: grun}, op: '<=', right: {adapter: full}, cpu_scale: holds}
+""")
     merged = grun("repro", f"root={root}", f"out={out}", "seeds=[1,2,3]", "update=true", "cells=[npo/grun]",
                   env=clean_env)
+    (folder / "claims.yaml").write_text(MINI_CLAIMS)
     assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-3000:]
-    assert "claims not checked (cells= runs part of the table)" in merged.stdout
+    assert "claims not checked (their rows were not run with cells=): vs_full" in merged.stdout
+    assert "claim forgets: holds" in merged.stdout
     after = json.loads((folder / "expected_ci.json").read_text())
     assert set(after["numbers"]) == {"npo/grun", "target", "retain"} and after["numbers"] == expected["numbers"]
     assert after["command"].count("grun repro") == 2
