@@ -18,7 +18,7 @@ import pytest
 from conftest import GOOD_TARGET, REPO, SMALL_DATA, grun
 
 STEPS = 48
-TIMES = ("wall_time_s", "eval_time_s", "reference_cache_s", "train_runtime", "train_samples_per_second", "train_steps_per_second")
+TIMES = ("wall_time_s", "eval_time_s", "reference_cache_s", "prefix_cache_s", "train_runtime", "train_samples_per_second", "train_steps_per_second")
 
 
 def _digest(folder: Path) -> dict[str, str]:
