@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.grun-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo repro-ci repro-paper clean
+.PHONY: install test lint demo repro-ci repro-cpu repro-paper clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ demo: install
 # Uses $$GRUN_DATA_DIR (the real TOFU / WMDP copies) when set, else the synthetic authors.
 repro-ci: install
 	$(BIN)/grun repro scale=ci
+
+# Every tuned cell of the CPU-scale tables (repro-ci reruns a subset in CI's time budget).
+repro-cpu: install
+	$(BIN)/grun repro scale=cpu
 
 # The same tables at the paper's scale (Llama-3.1-8B, Mistral-7B): a GPU machine with Hub access.
 repro-paper: install

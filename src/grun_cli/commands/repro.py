@@ -67,7 +67,7 @@ def plan_paper(tables: Sequence[Any]) -> str:
 def repro(cfg: DictConfig) -> dict[str, Any]:
     from grun_cli.repro.claims import HOLDS, check, load_claims
     from grun_cli.repro.expected import DRIFTED, FAILED, OK, compare, measure
-    from grun_cli.repro.manifest import CLAIMS_FILE, SCALES, data_root, find_tables, read_expected
+    from grun_cli.repro.manifest import CLAIMS_FILE, CPU_SCALES, SCALES, data_root, find_tables, read_expected
     from grun_cli.repro.runner import describe_machine, rows_for_expected, run_efficiency, run_table
 
     scale = str(cfg.scale)
@@ -75,12 +75,12 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
         raise GrunError(f"scale={scale}: choose one of {', '.join(SCALES)}")
     seeds = _seeds(cfg.seeds)
     update, do_check = bool(cfg["update"]), bool(cfg["check"])
-    if update and scale != "ci":
-        raise GrunError("update=true writes expected_ci*.json, the CPU-scale numbers: use it with scale=ci")
+    if update and scale not in CPU_SCALES:
+        raise GrunError("update=true writes expected_ci*.json, the CPU-scale numbers: use it with scale=ci or cpu")
     if int(cfg.repeats) < 1:
         raise GrunError(f"repeats={cfg.repeats}: give 1 or more")
     if str(cfg.jobs) == "auto":  # CPU scale: a cell per core; paper scale: one 7-8B run per GPU at a time
-        jobs = int(os.cpu_count() or 1) if scale == "ci" else 1
+        jobs = int(os.cpu_count() or 1) if scale in CPU_SCALES else 1
     else:
         jobs = int(cfg.jobs)
     threads = int(cfg.threads)
@@ -116,8 +116,8 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
         if table.kind != "efficiency" and data is None:
             print(f"skipped {table.name}: needs {table.data} data under $GRUN_DATA_DIR ({data_root() or 'not set'})")
             continue
-        expected = read_expected(table, data) if scale == "ci" else None
-        if scale == "ci" and do_check and not update and expected is None:
+        expected = read_expected(table, data) if scale in CPU_SCALES else None
+        if scale in CPU_SCALES and do_check and not update and expected is None:
             measure = f"grun repro tables=[{table.name}] seeds=[42,1,2] update=true"
             if data != table.data:  # the fallback data set: say so and go on with the others
                 print(f"skipped {table.name}: no expected values for data={data} ({table.expected_path(data).name}); "
@@ -156,7 +156,7 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
             numbers = measure(per_seed, table.metrics)
             path = table.expected_path(data)
             command = "grun repro " + " ".join(sys.argv[1:])
-            if only and expected is not None:  # these cells join (or replace theirs in) the recorded numbers
+            if (only or table.not_run(scale)) and expected is not None:  # these cells join (or replace theirs in) the recorded numbers
                 numbers = {**expected["numbers"], **numbers}
                 command = "; ".join([*as_list(expected.get("command")), command])
             atomic_write_json(path, {
@@ -171,7 +171,9 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
             expected = {"numbers": numbers}
         observed = result.averaged()
         if do_check and expected is not None:
-            recorded = {k: v for k, v in expected["numbers"].items() if not only or k in observed}
+            left_out = table.not_run(scale)  # scale=ci: the cells only scale=cpu runs
+            recorded = {k: v for k, v in expected["numbers"].items()
+                        if (not only or k in observed) and k not in left_out}
             for v in compare(observed, recorded, table.metrics):
                 verdicts.append({"status": v.status, "table": table.name, "what": f"{v.row} {v.metric}",
                                  "text": v.text})
@@ -180,11 +182,14 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
             for claim in claims:
                 if scale == "paper":  # the paper's claims are expected to hold at its scale
                     claim = type(claim)(**{**vars(claim), "cpu_scale": HOLDS})
-                res = check(claim, rows)
-                if only and res.holds is None:  # cells= ran part of the table: check what it can
+                partial = bool(only or table.not_run(scale))  # part of the table ran: check what it can
+                res = check(claim, rows, partial=partial)
+                if partial and res.holds is None:
                     skipped.append(claim.id)
                     continue
-                recorded = "" if scale == "paper" else f" [recorded at CPU scale: {claim.cpu_scale}]"
+                record = claim.cpu_scale if isinstance(claim.cpu_scale, str) else \
+                    ", ".join(f"{k}: {v}" for k, v in claim.cpu_scale.items())
+                recorded = "" if scale == "paper" else f" [recorded at CPU scale: {record}]"
                 verdicts.append({"status": res.status, "table": table.name,
                                  "what": f"claim {claim.id}" + (f" @{model}" if model else ""),
                                  "text": res.line() + recorded, "holds": res.holds, "claim": claim.claim})
