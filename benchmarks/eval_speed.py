@@ -1,22 +1,27 @@
-"""Throughput of the TOFU evaluation on the tiny target, and what its batching buys.
+"""The TOFU evaluation: grun's against an OpenUnlearning-style loop, side by side on the same
+model and the same rows, with the per-sample values compared.
 
-Side by side in one run, on the same model and the same requests:
-- teacher-forced part: grun's single pass over the distinct (question, answer) pairs, batched
-  by length, vs. one pass per metric in data order (OpenUnlearning's way: Prob, PARA, PERT and
-  the normalised/truth-ratio passes each on their own, no length sorting);
-- generation part: batched KV-cached greedy generation with questions ordered by their
-  reference answers' lengths (a batch decodes until its longest answer ends) vs. in data order.
+- grun (``grun_cli.eval.tofu.Evaluator``, what ``grun eval`` runs): the distinct (question,
+  answer) pairs once, each question's prompt run once and its answers scored from the
+  prompt's KV cache, the LM head only where a label is predicted; greedy generation ordered by
+  the reference answers' lengths, finished rows leaving the batch;
+- OpenUnlearning-style (``ou_style_eval.py``): one pass per probability metric in data order,
+  batch 32, each perturbed answer's column its own mini-batch, labels passed to the model,
+  per-sample losses from the full logits; ``model.generate`` in data order.
+
+Both include ROUGE scoring. The target is the tiny TOFU target `grun unlearn` uses (built and
+cached on first use).
 
     python benchmarks/eval_speed.py                 # synthetic authors (the offline default)
     GRUN_DATA_DIR=../shared/data python benchmarks/eval_speed.py --data tofu
-
-The tiny target is the one `grun unlearn` uses (built and cached on first use).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -24,6 +29,9 @@ def main() -> None:
     ap.add_argument("--data", default="synthetic", choices=["synthetic", "tofu"])
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=200)
+    ap.add_argument("--max-rows", type=int, default=None, help="rows per set (spread over authors); default all")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--model", default=None, help="a checkpoint folder instead of the cached tiny target")
     args = ap.parse_args()
 
     import torch
@@ -31,57 +39,86 @@ def main() -> None:
 
     from grun_cli.config import config_dir
     from grun_cli.data import make_source
-    from grun_cli.eval.generation import greedy_answers
-    from grun_cli.eval.likelihood import answer_avg_loss
-    from grun_cli.eval.tofu import _correct_answer, eval_sets
+    from grun_cli.eval.rouge import rouge_scores
+    from grun_cli.eval.tofu import Evaluator, eval_sets
     from grun_cli.models.loading import load_model
     from grun_cli.models.target import ensure_target
     from grun_cli.models.template import PromptTemplate
 
-    torch.set_num_threads(torch.get_num_threads())
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ou_style_eval import ou_style_eval
+
+    overrides = [f"data={args.data}", "logger=none"] + ([f"model.name_or_path={args.model}"] if args.model else [])
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        cfg = compose("unlearn", overrides=[f"data={args.data}", "logger=none"])
+        cfg = compose("unlearn", overrides=overrides)
         source = make_source(cfg.data, data_root=cfg.paths.data_dir)
         loaded = load_model(ensure_target(cfg), source.tokenizer_corpus, cfg.paths.cache_dir)
     model, tok = loaded.model, loaded.tokenizer
     template = PromptTemplate.from_config(cfg.model.template)
-    sets = eval_sets(source)
+    sets = eval_sets(source, args.max_rows)
+    max_length = int(cfg.model.max_length)
+    eval_cfg = {"batch_size": args.batch_size, "gen_batch_size": args.batch_size,
+                "max_new_tokens": args.max_new_tokens}
 
-    per_metric: list[tuple[str, str]] = []  # what separate metric passes would score
+    parts: dict[str, float] = {}
+    warm = {k: v[:2] for k, v in sets.items()}  # first calls (allocator, ROUGE's tokenizer) out of the timing
+    Evaluator(model, tok, template, {**eval_cfg, "max_new_tokens": 8}, max_length).run(warm)
+    ou_style_eval(model, tok, template, warm, max_length=max_length, batch_size=args.batch_size, max_new_tokens=8)
+
+    class Timed(Evaluator):
+        def _losses(self, pairs):  # type: ignore[no-untyped-def]
+            t = time.perf_counter()
+            out = super()._losses(pairs)
+            parts["teacher-forced"] = time.perf_counter() - t
+            return out
+
+        def _generations(self, questions):  # type: ignore[no-untyped-def]
+            t = time.perf_counter()
+            out = super()._generations(questions)
+            parts["generation"] = time.perf_counter() - t
+            return out
+
+    t = time.perf_counter()
+    logs = Timed(model, tok, template, eval_cfg, max_length).run(sets)
+    t_grun = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ref = ou_style_eval(model, tok, template, sets, max_length=max_length, batch_size=args.batch_size,
+                        max_new_tokens=args.max_new_tokens)
+    t_ou_model = time.perf_counter() - t
     for key, rows in sets.items():
-        per_metric += [(r["question"], r["answer"]) for r in rows]  # *_Q_A_Prob
-        if key in ("forget", "retain"):
-            per_metric += [(r["question"], _correct_answer(key, r)) for r in rows]  # PARA
-        per_metric += [(r["question"], w) for r in rows for w in r["perturbed_answer"]]  # PERT
-        if key in ("ra", "wf"):
-            per_metric += [(r["question"], r["answer"]) for r in rows]  # truth ratio's correct side
-    distinct = sorted(set(per_metric))
-    questions = [r["question"] for rows in sets.values() for r in rows]
-    answer_lengths = [len(tok(r["answer"], add_special_tokens=False)["input_ids"])
-                      for rows in sets.values() for r in rows]
-    kw = dict(max_length=int(cfg.model.max_length), batch_size=args.batch_size)
+        rouge_scores(ref["generation"][key], [r["answer"] for r in rows])
+    t_ou = time.perf_counter() - t
 
-    def timed(fn):
-        t = time.perf_counter()
-        fn()
-        return time.perf_counter() - t
+    # the per-sample values: grun's logs against the loop's
+    worst, same, total = 0.0, 0, 0
+    for key, rows in sets.items():
+        prob = logs[f"{key}_Q_A_Prob"]["value_by_index"]
+        pert = logs[f"{key}_Q_A_PERT_Prob"]["value_by_index"]
+        rouge = logs[f"{key}_Q_A_ROUGE"]["value_by_index"]
+        for i, r in enumerate(rows):
+            idx = str(r["index"])
+            worst = max(worst, abs(prob[idx]["avg_loss"] - ref["avg_loss"][(key, "Prob")][i]),
+                        *(abs(a - b) for a, b in zip(pert[idx]["avg_loss"], ref["avg_loss"][(key, "PERT")][i],
+                                                     strict=True)))
+            if key in ("forget", "retain"):
+                para = logs[f"{key}_Q_A_PARA_Prob"]["value_by_index"][idx]["avg_loss"]
+                worst = max(worst, abs(para - ref["avg_loss"][(key, "PARA")][i]))
+            same += rouge[idx]["generation"] == ref["generation"][key][i]
+            total += 1
 
-    t_ours = timed(lambda: answer_avg_loss(model, tok, template, distinct, **kw))
-    t_naive = timed(lambda: answer_avg_loss(model, tok, template, per_metric, sort_by_length=False, **kw))
-    g_kw = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    g_ours = timed(lambda: greedy_answers(model, tok, template, questions, expected_lengths=answer_lengths, **g_kw))
-    g_naive = timed(lambda: greedy_answers(model, tok, template, questions, sort_by_length=False, **g_kw))
-
-    print(f"TOFU eval on the tiny target ({args.data}: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items())
-          + f"), batch {args.batch_size}, {torch.get_num_threads()} threads")
-    print(f"  {'part':<16}{'grun':>28}{'per-metric / unsorted':>30}{'speed-up':>10}")
-    print(f"  {'teacher-forced':<16}{f'{len(distinct)} seq in {t_ours:.1f} s':>20}{len(distinct) / t_ours:>6.0f}/s"
-          f"{f'{len(per_metric)} seq in {t_naive:.1f} s':>22}{len(per_metric) / t_naive:>6.0f}/s"
-          f"{t_naive / t_ours:>9.2f}x")
-    print(f"  {'generation':<16}{f'{len(questions)} seq in {g_ours:.1f} s':>20}{len(questions) / g_ours:>6.0f}/s"
-          f"{f'{len(questions)} seq in {g_naive:.1f} s':>22}{len(questions) / g_naive:>6.0f}/s"
-          f"{g_naive / g_ours:>9.2f}x")
-    print(f"  full TOFU eval: {t_ours + g_ours:.1f} s (grun) vs {t_naive + g_naive:.1f} s")
+    print(f"TOFU eval, {args.data} ({', '.join(f'{k} {len(v)}' for k, v in sets.items())}), batch {args.batch_size}, "
+          f"max {args.max_new_tokens} new tokens, {torch.get_num_threads()} threads, {model.num_parameters():,} params")
+    print(f"  {'':<22}{'grun':>10}{'OpenUnlearning-style':>24}{'speed-up':>10}")
+    print(f"  {'teacher-forced + gen.':<22}{sum(parts.values()):>9.1f}s{t_ou_model:>23.1f}s"
+          f"{t_ou_model / sum(parts.values()):>9.2f}x")
+    for part in ("teacher-forced", "generation"):
+        ours, theirs = parts[part], ref["seconds"][part]
+        print(f"    {part:<20}{ours:>9.1f}s{theirs:>23.1f}s{theirs / ours:>9.2f}x")
+    print(f"  {'whole eval (+ ROUGE)':<22}{t_grun:>9.1f}s{t_ou:>23.1f}s{t_ou / t_grun:>9.2f}x")
+    print(f"  per-sample avg losses: largest difference {worst:.2e}; generations identical: {same}/{total}")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,14 @@ def plan_paper(tables: Sequence[Any]) -> str:
 def repro(cfg: DictConfig) -> dict[str, Any]:
     from grun_cli.repro.claims import HOLDS, check, load_claims
     from grun_cli.repro.expected import DRIFTED, FAILED, OK, compare, measure
-    from grun_cli.repro.manifest import CLAIMS_FILE, CPU_SCALES, SCALES, data_root, find_tables, read_expected
+    from grun_cli.repro.manifest import (
+        CLAIMS_FILE,
+        CPU_SCALES,
+        SCALES,
+        data_root,
+        find_tables,
+        read_expected,
+    )
     from grun_cli.repro.runner import describe_machine, rows_for_expected, run_efficiency, run_table
 
     scale = str(cfg.scale)

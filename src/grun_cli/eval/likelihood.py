@@ -92,3 +92,103 @@ def features_nll(
     finally:
         model.train(was_training)
     return totals, counts
+
+
+def decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    """The decoder stack and the LM head of a causal LM whose logits are ``head(hidden)``
+    (Llama, Mistral, Qwen ...), so that the head can run on chosen positions only; None for
+    models that scale or cap their logits (Gemma 2, Cohere), which keep the full forward."""
+    config = getattr(model, "config", None)
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1.0):
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or head is None or decoder is model:
+        return None
+    return decoder, head
+
+
+def shared_prompt_avg_loss(
+    model: Any,
+    tokenizer: Any,
+    template: PromptTemplate,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    max_length: int,
+    batch_size: int = 32,
+    desc: str = "answer likelihood",
+    adapter: Any = None,
+) -> list[float]:
+    """``answer_avg_loss`` with each question's prompt run once: TOFU scores 6-7 answers per
+    question (answer, paraphrase, perturbed ones), so the prompt's forward is shared through
+    its KV cache and only the answers' tokens run per pair. The LM head runs only where a
+    label is predicted. Same values as ``answer_avg_loss`` up to float rounding (tested).
+
+    A batch holds up to ``batch_size`` answers (at least one question's). With an ``adapter``
+    its edit applies at the last prompt token, in the prompt's forward, as in training: the
+    answers attend to the edited cache."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    parts = decoder_and_head(model)
+    if parts is None:  # logits are not head(hidden): score the plain way
+        return answer_avg_loss(model, tokenizer, template, pairs, max_length=max_length, batch_size=batch_size,
+                               desc=desc, adapter=adapter)
+    decoder, head = parts
+    prompts: dict[str, list[int]] = {}
+    answers: dict[str, list[tuple[int, list[int]]]] = {}
+    for i, (q, a) in enumerate(pairs):
+        p = prompts.setdefault(q, template.prompt_ids(tokenizer, q))
+        ids = template.answer_ids(tokenizer, a)[: max(0, max_length - len(p))]
+        if not ids:
+            template.encode(tokenizer, q, a, max_length)  # raises the prompt-too-long error
+        answers.setdefault(q, []).append((i, ids))
+    # a batch runs every answer to its longest one: order by the longest answer (by prompt
+    # length only after it: the prompts run once, their padding costs little)
+    order = sorted(prompts, key=lambda q: (max(len(ids) for _, ids in answers[q]), len(prompts[q])))
+    batches: list[list[str]] = [[]]
+    for q in order:
+        if batches[-1] and sum(len(answers[x]) for x in batches[-1]) + len(answers[q]) > batch_size:
+            batches.append([])
+        batches[-1].append(q)
+    out = [math.nan] * len(pairs)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for qs in tqdm(batches, desc=desc, leave=False):
+                width = max(len(prompts[q]) for q in qs)
+                ids = torch.tensor([[pad] * (width - len(prompts[q])) + prompts[q] for q in qs], device=device)
+                mask = torch.tensor([[0] * (width - len(prompts[q])) + [1] * len(prompts[q]) for q in qs],
+                                    device=device)
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                with edit_context(adapter, [width - 1] * len(qs)):
+                    first = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+                cache = first.cache
+                last_hidden = first.last_hidden_state[:, -1]  # predicts each answer's first token
+                rows = [(k, i, a) for k, q in enumerate(qs) for i, a in answers[q]]
+                owner = torch.tensor([k for k, _, _ in rows], device=device)
+                cache.reorder_cache(owner)  # one copy of its question's prompt cache per answer
+                a_width = max(len(a) for _, _, a in rows)
+                a_ids = torch.tensor([a + [pad] * (a_width - len(a)) for _, _, a in rows], device=device)
+                a_mask = torch.tensor([[1] * len(a) + [0] * (a_width - len(a)) for _, _, a in rows], device=device)
+                a_pos = mask.sum(-1)[owner, None] + torch.arange(a_width, device=device)
+                hidden = decoder(input_ids=a_ids, attention_mask=torch.cat([mask[owner], a_mask], dim=1),
+                                 position_ids=a_pos, cache=cache, use_cache=False).last_hidden_state
+                # the state predicting answer token t: the prompt's last for t = 0, else answer token t - 1
+                states = torch.cat([last_hidden[owner, None], hidden[:, :-1]], dim=1)
+                keep = a_mask.bool()
+                nll = F.cross_entropy(head(states[keep]).float(), a_ids[keep], reduction="none")
+                per_row = torch.zeros(len(rows), device=device).index_add_(
+                    0, keep.nonzero()[:, 0], nll)
+                counts = keep.sum(-1)
+                for j, (_, i, _) in enumerate(rows):
+                    out[i] = (per_row[j] / counts[j]).item()
+    finally:
+        model.train(was_training)
+    return out

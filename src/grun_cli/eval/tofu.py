@@ -1,5 +1,6 @@
 """The TOFU evaluation: one batched teacher-forced pass over every (question, answer) pair
-the metrics need, one batched greedy generation pass, then the metrics of ``tofu_metrics``.
+the metrics need (each question's prompt run once, its answers scored from the prompt's KV
+cache), one batched greedy generation pass, then the metrics of ``tofu_metrics``.
 
 Results come back as OpenUnlearning-format per-sample logs,
 ``{metric: {"agg_value": float, "value_by_index": {"<row index>": {...}}}}``, so our logs and
@@ -16,7 +17,7 @@ from typing import Any
 
 from grun_cli.eval import tofu_metrics as tm
 from grun_cli.eval.generation import greedy_answers
-from grun_cli.eval.likelihood import answer_avg_loss
+from grun_cli.eval.likelihood import shared_prompt_avg_loss
 from grun_cli.eval.rouge import rouge_scores
 from grun_cli.models.template import PromptTemplate
 
@@ -72,9 +73,9 @@ class Evaluator:
     # -- passes ------------------------------------------------------------------------
     def _losses(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
         ordered = sorted(pairs)
-        losses = answer_avg_loss(self.model, self.tokenizer, self.template, ordered, max_length=self.max_length,
-                                 batch_size=int(self.cfg.get("batch_size", 32)), desc="eval: teacher-forced",
-                                 adapter=self.adapter)
+        losses = shared_prompt_avg_loss(self.model, self.tokenizer, self.template, ordered,
+                                        max_length=self.max_length, batch_size=int(self.cfg.get("batch_size", 32)),
+                                        desc="eval: teacher-forced", adapter=self.adapter)
         return dict(zip(ordered, losses, strict=True))
 
     def _generations(self, questions: Mapping[str, str]) -> dict[str, str]:
