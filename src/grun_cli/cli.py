@@ -153,9 +153,10 @@ def run_command(command: Command, overrides: Sequence[str]) -> Any:
     import hydra
 
     from grun_cli.config import config_dir
+    from grun_cli.distributed import launch_overrides
     from grun_cli.resume import resume_overrides
 
-    overrides = data_default(command, resume_overrides(command.name, overrides))
+    overrides = launch_overrides(command.name, data_default(command, resume_overrides(command.name, overrides)))
     module_name, func_name = command.target.split(":")
     fn = getattr(importlib.import_module(module_name), func_name)
     modes = {"-m", "--multirun", "-c", "--cfg", "--info", "-i", "--help", "-h", "--hydra-help", "-r", "--run",

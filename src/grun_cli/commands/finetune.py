@@ -7,6 +7,7 @@ run_card.json — the run card last, so its presence marks a complete run.
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import time
@@ -19,7 +20,7 @@ from grun_cli.commands.context import plain_config, run_dir, seed_everything
 from grun_cli.data import make_source
 from grun_cli.data.source import fingerprint, spread
 from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_dir, atomic_write_json
+from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import PromptTemplate
 from grun_cli.train.run_card import run_card, write_run_card
@@ -56,7 +57,8 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
     """The `grun finetune` command: train into Hydra's run directory and report."""
     out = run_dir()
     metrics = run_finetune(cfg, out, track=True)
-    _report(metrics, out, str(out / "checkpoint") if cfg.save_model else None)
+    if metrics:  # empty on the other ranks of a data-parallel launch: rank 0 reports
+        _report(metrics, out, str(out / "checkpoint") if cfg.save_model else None)
     return metrics
 
 
@@ -85,7 +87,11 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
              source.describe(), split, len(main_rows), len(authors), len(extra_rows),
              list(cfg.extra_splits) or "no extra splits")
 
-    loaded = load_model(cfg.model, source.tokenizer_corpus, cfg.paths.cache_dir)
+    from grun_cli import distributed
+
+    distributed.check(cfg)
+    with distributed.main_first():
+        loaded = load_model(cfg.model, source.tokenizer_corpus, cfg.paths.cache_dir)
     model, tokenizer = loaded.model, loaded.tokenizer
     template = PromptTemplate.from_config(cfg.model.template)
     max_length = int(cfg.model.max_length)
@@ -101,6 +107,8 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
              f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs")
     try:
         result = train(trainer, "finetune", resume_checkpoint(cfg, out))
+        if not distributed.is_main():  # a data-parallel launch: rank 0 checks and writes the run
+            return {}
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         metrics: dict[str, Any] = {
             "train_loss_final": losses[-1] if losses else None,
@@ -125,6 +133,8 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
                 tokenizer.save_pretrained(tmp)
             checkpoint = str(out / "checkpoint")
         tracker.summary(metrics)
+        atomic_write_text(out / "train_log.jsonl",  # the loss trajectory, as grun unlearn writes it
+                          "".join(json.dumps(h, sort_keys=True) + "\n" for h in trainer.state.log_history))
         atomic_write_json(out / "metrics.json", metrics)
         write_run_card(out, run_card(
             "finetune", config,

@@ -57,11 +57,13 @@ def probe(model: Any, tokenizer: Any, template: PromptTemplate, sets: dict[str, 
 def unlearn(cfg: DictConfig) -> dict[str, Any]:
     out = run_dir()
     metrics = run_unlearn(cfg, out)
-    _report(metrics, out)
+    if metrics:  # empty on the other ranks of a data-parallel launch: rank 0 reports
+        _report(metrics, out)
     return metrics
 
 
 def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    from grun_cli import distributed
     from grun_cli.adapters import make_adapter
     from grun_cli.adapters.base import base_fingerprint
     from grun_cli.data.idk import load_idk_answers
@@ -76,6 +78,8 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     config = plain_config(cfg)
     seed_everything(cfg.seed)
     method = make_method(cfg.method)
+    distributed.check(cfg, str(cfg.adapter.kind))
+    main = distributed.is_main()  # a data-parallel launch: the other ranks train and leave
     if cfg.model.name != "tiny":  # a big model: say what will be downloaded and trained, first
         from grun_cli.models.resolve import check_downloads, confirm, plan_target
 
@@ -93,8 +97,9 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     log.info("data: %s: forget %s (%d rows), retain %s (%d rows)", source.describe(),
              source.forget_split, len(forget_rows), source.retain_split, len(retain_rows))
 
-    model_cfg = ensure_target(cfg)
-    loaded = load_model(model_cfg, source.tokenizer_corpus, cfg.paths.cache_dir)
+    with distributed.main_first():
+        model_cfg = ensure_target(cfg)
+        loaded = load_model(model_cfg, source.tokenizer_corpus, cfg.paths.cache_dir)
     tokenizer = loaded.tokenizer
     template = PromptTemplate.from_config(cfg.model.template)
     max_length = int(cfg.model.max_length)
@@ -111,10 +116,14 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                   pairing=str(cfg.pairing), seed=int(cfg.seed), idk_answers=idk_answers,
                                   encode=encode)
 
+    if distributed.world_size() > 1:
+        from grun_cli.train.trainer import per_process_batch
+
+        dataset.shard(distributed.rank(), distributed.world_size(), per_process_batch(cfg.train))
     probe_sets = {} if source.kind == "text" else {  # text: the held-out texts, read by probe()
         "forget": spread(forget_rows, int(cfg.probe.max_rows)), "retain": spread(retain_rows, int(cfg.probe.max_rows))}
     metrics: dict[str, Any] = probe(loaded.model, tokenizer, template, probe_sets, cfg, prefix="before_",
-                                    source=source)
+                                    source=source) if main else {}
 
     base_print = base_fingerprint(loaded.model)  # before any adapter touches the model
     seed_everything(cfg.seed)  # the edit's initialisation must not depend on what ran before
@@ -133,6 +142,8 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
                              unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0))
     try:
         train(trainer, "unlearn", resume_checkpoint(cfg, out))
+        if not main:
+            return {}
         metrics.update(probe(adapter.model, tokenizer, template, probe_sets, cfg, adapter=adapter,
                              prefix="after_", source=source))
         if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):

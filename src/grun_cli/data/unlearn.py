@@ -54,6 +54,19 @@ class ForgetRetainDataset:
         self.idk_answers = list(idk_answers) if idk_answers else None
         self._idk: dict[tuple[int, int], Feature] = {}  # (forget row, refusal) -> feature
         self._rng = random.Random(seed)
+        self._drawn = 0  # _draw calls made on _rng
+        self._fetched = 0  # items this process fetched
+        self._shard = (0, 1, 1)  # (rank, processes, batch per process): see shard()
+
+    def shard(self, rank: int, processes: int, batch: int) -> None:
+        """This process trains on batches ``rank, rank + processes, ...`` of ``batch`` items (a
+        data-parallel launch): its random pairing skips the draws the other processes make, so
+        every item gets the partner (and refusal) one process would give it."""
+        self._shard = (int(rank), int(processes), int(batch))
+
+    def _global_position(self, fetched: int) -> int:
+        rank, n, b = self._shard
+        return (fetched // b) * n * b + rank * b + fetched % b
 
     def __len__(self) -> int:
         return len(self.forget)
@@ -66,6 +79,7 @@ class ForgetRetainDataset:
     def _draw(self, index: int) -> tuple[int, int | None]:
         """The random choices of one fetch, in a fixed order: the retain partner, the refusal
         (its index; ``randrange(n)`` draws what ``choice`` of n answers would)."""
+        self._drawn += 1
         partner = self.partner(index)
         return partner, (self._rng.randrange(len(self.idk_answers)) if self.idk_answers is not None else None)
 
@@ -82,11 +96,13 @@ class ForgetRetainDataset:
     def fast_forward(self, fetched: int) -> None:
         """Put the random pairing where it stood after ``fetched`` items (a resumed run): the
         draws do not depend on which item was fetched, so replaying them is exact."""
-        self._rng = random.Random(self.seed)
-        for _ in range(fetched):
-            self._draw(0)
+        self._rng, self._drawn, self._fetched = random.Random(self.seed), 0, int(fetched)
 
     def __getitem__(self, index: int) -> dict[str, Feature]:
+        target = self._global_position(self._fetched)
+        while self._drawn < target:  # the draws of items fetched before (or by other processes)
+            self._draw(0)
+        self._fetched += 1
         partner, answer = self._draw(index)
         item = {"forget": self.forget[index], "retain": self.retain[partner]}
         if answer is not None:

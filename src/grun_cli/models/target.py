@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ def ensure_finetuned(cfg: DictConfig, split: str) -> Path:
     ft = finetune_config(cfg, split)
     folder = Path(cfg.paths.cache_dir).expanduser() / "finetuned" / recipe_hash(ft)
     if not (folder / "run_card.json").is_file():
+        from grun_cli.distributed import world_size
+
+        if world_size() > 1:
+            raise GrunError(f"the tiny {split} model for this data is not cached yet ({folder}); build it in one "
+                            "process first (the same grun command without accelerate launch), then relaunch")
         log.info("no tiny %s model for this data yet: fine-tuning one into %s (cached)", split, folder)
         with atomic_dir(folder) as tmp:
             run_finetune(ft, tmp, track=False)

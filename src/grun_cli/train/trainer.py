@@ -42,6 +42,17 @@ class QACollator:
         return batch
 
 
+def per_process_batch(train_cfg: Mapping[str, Any]) -> int:
+    """train.batch_size split over the processes of a data-parallel launch (distributed.py)."""
+    from grun_cli.distributed import world_size
+
+    batch, n = int(train_cfg["batch_size"]), world_size()
+    if batch % n:
+        raise GrunError(f"train.batch_size={batch} does not split over {n} processes; give a multiple of {n} "
+                        "(it is the batch of one optimizer step, across processes)")
+    return batch // n
+
+
 def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to: list[str], seed: int) -> Any:
     from transformers import TrainingArguments
 
@@ -58,7 +69,7 @@ def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to:
         learning_rate=float(train_cfg["lr"]),
         num_train_epochs=float(train_cfg["epochs"]),
         max_steps=int(train_cfg.get("max_steps", -1)),
-        per_device_train_batch_size=int(train_cfg["batch_size"]),
+        per_device_train_batch_size=per_process_batch(train_cfg),
         gradient_accumulation_steps=int(train_cfg["grad_accum"]),
         warmup_steps=warmup,
         lr_scheduler_type=str(train_cfg.get("scheduler", "linear")),

@@ -14,6 +14,7 @@ from transformers import Trainer
 
 from grun_cli.adapters import Adapter
 from grun_cli.adapters.base import capture_block_output
+from grun_cli.distributed import average_gradients
 from grun_cli.errors import GrunError
 from grun_cli.logprobs import sequence_nll
 from grun_cli.methods import Method
@@ -104,6 +105,11 @@ class UnlearnTrainer(Trainer):
                 self.adapter.param_groups(args.weight_decay), lr=args.learning_rate,
                 betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
         return self.optimizer
+
+    def training_step(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        average_gradients(self.adapter.trainable_parameters())  # a data-parallel launch (distributed.py)
+        return loss
 
     def compute_loss(self, model: Any, inputs: Mapping[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
