@@ -70,6 +70,9 @@ def check(cfg: Any, adapter_kind: str | None = None) -> None:
     if n > 1 and adapter_kind == "grun":
         raise GrunError(f"adapter=grun under {n} processes: GRUN trains a small edit on a frozen model, in one "
                         "process; spread a base too big for one device with model.device_map=auto instead")
+    if n > 1 and cfg.model.get("device_map"):
+        raise GrunError(f"model.device_map={cfg.model.device_map} under {n} processes: each process holds a whole "
+                        "replica in data-parallel training; drop device_map, or run one process with it")
     per = per_process_batch(cfg.train)
     if n > 1:
         import logging

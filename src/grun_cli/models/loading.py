@@ -110,12 +110,14 @@ def load_model(
     revision = model_cfg.get("revision")
     trust = bool(model_cfg.get("trust_remote_code", False))
     dtype = _torch_dtype(str(model_cfg.get("dtype", "auto")))
-    log.info("loading model %s%s (dtype %s)", source, f"@{revision}" if revision else "", dtype)
+    device_map = model_cfg.get("device_map") or None
+    log.info("loading model %s%s (dtype %s%s)", source, f"@{revision}" if revision else "", dtype,
+             f", device_map {device_map}" if device_map else "")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust)
         model = AutoModelForCausalLM.from_pretrained(
-            source, revision=revision, dtype=dtype, trust_remote_code=trust
-        )
+            source, revision=revision, dtype=dtype, trust_remote_code=trust,
+            **({"device_map": device_map} if device_map else {}))
     except ValueError as e:  # custom code in the checkpoint, refused without trust_remote_code
         if "trust_remote_code" not in str(e):
             raise
@@ -127,9 +129,10 @@ def load_model(
             "id, your access (`huggingface-cli login`) and the network; offline, point "
             "model.name_or_path at a local checkpoint folder"
         ) from e
-    device = resolve_device(str(model_cfg.get("device") or "auto"))
-    if device != "cpu":
-        model.to(device)
+    if not device_map:  # with a device map, accelerate placed every block already
+        device = resolve_device(str(model_cfg.get("device") or "auto"))
+        if device != "cpu":
+            model.to(device)
     if tokenizer.pad_token_id is None:  # Llama/Mistral ship without a pad token
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:

@@ -42,7 +42,7 @@ def recipe_hash(ft: DictConfig) -> str:
     plain = OmegaConf.to_container(ft, resolve=True)
     for key in _NOT_IN_RECIPE:
         plain.pop(key, None)
-    for key in ("grun_layers", "rmu", "device", "tofu", "default_data"):  # settings that do not change the trained weights
+    for key in ("grun_layers", "rmu", "device", "device_map", "tofu", "default_data"):  # not changing the trained weights
         plain["model"].pop(key, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
