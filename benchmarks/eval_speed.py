@@ -27,7 +27,7 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="synthetic", choices=["synthetic", "tofu"])
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32, help="the OpenUnlearning-style loop's batch")
     ap.add_argument("--max-new-tokens", type=int, default=200)
     ap.add_argument("--max-rows", type=int, default=None, help="rows per set (spread over authors); default all")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
@@ -59,8 +59,7 @@ def main() -> None:
     template = PromptTemplate.from_config(cfg.model.template)
     sets = eval_sets(source, args.max_rows)
     max_length = int(cfg.model.max_length)
-    eval_cfg = {"batch_size": args.batch_size, "gen_batch_size": args.batch_size,
-                "max_new_tokens": args.max_new_tokens}
+    eval_cfg = {**cfg.eval, "max_new_tokens": args.max_new_tokens}  # grun's own batch sizes (conf/eval/tofu.yaml)
 
     parts: dict[str, float] = {}
     warm = {k: v[:2] for k, v in sets.items()}  # first calls (allocator, ROUGE's tokenizer) out of the timing
@@ -109,7 +108,8 @@ def main() -> None:
             same += rouge[idx]["generation"] == ref["generation"][key][i]
             total += 1
 
-    print(f"TOFU eval, {args.data} ({', '.join(f'{k} {len(v)}' for k, v in sets.items())}), batch {args.batch_size}, "
+    print(f"TOFU eval, {args.data} ({', '.join(f'{k} {len(v)}' for k, v in sets.items())}), batch grun "
+          f"{eval_cfg['batch_size']} / {eval_cfg['gen_batch_size']} (scoring / generation), loop {args.batch_size}, "
           f"max {args.max_new_tokens} new tokens, {torch.get_num_threads()} threads, {model.num_parameters():,} params")
     print(f"  {'':<22}{'grun':>10}{'OpenUnlearning-style':>24}{'speed-up':>10}")
     print(f"  {'teacher-forced + gen.':<22}{sum(parts.values()):>9.1f}s{t_ou_model:>23.1f}s"

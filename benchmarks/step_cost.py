@@ -5,6 +5,7 @@ randomly initialised Llama-architecture model, the same method and the same batc
 forget + retain batches of --batch rows x --seq tokens, the answer on the second half.
 
     python benchmarks/step_cost.py                       # tiny and mid-size on CPU
+    python benchmarks/step_cost.py --arch 1b --batch 2 --seq 64 --steps 3 --warmup 1 --reference live cached
     python benchmarks/step_cost.py --arch llama3.1-8b --device cuda --dtype bfloat16 --method npo
     python benchmarks/step_cost.py --count-only --arch llama3.1-8b mistral-7b   # parameters only
     python benchmarks/step_cost.py --json out.json     # also write {arch: {adapter: row}} (grun repro)
@@ -35,6 +36,10 @@ ARCHS = {
                  intermediate_size=352, vocab_size=4096),
     "mid": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
                 intermediate_size=1376, vocab_size=32000),
+    # Llama-3.2-1B's blocks with a 32k vocabulary and TinyLlama's MLP width: 0.85B parameters, so
+    # that full fine-tuning with AdamW (16 bytes a parameter, 13.6 GB) fits a 24 GB CPU machine
+    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+               intermediate_size=5632, vocab_size=32000, rope_theta=500000.0),
     "llama3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
                         intermediate_size=14336, vocab_size=128256, rope_theta=500000.0),
     "mistral-7b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
