@@ -86,6 +86,32 @@ def test_claim_per_method_and_recorded_outcome() -> None:
     assert missing.holds is None and missing.status == FAILED and "no model_utility" in missing.line()
 
 
+def test_claim_records_per_method_and_partial_runs() -> None:
+    """cpu_scale per for_each value: each value against its own record; a partial run (cells=,
+    scale=ci) checks the values whose rows ran and leaves the others out."""
+    per = _claim(cpu_scale={"gd": "holds", "npo": "fails"})
+    assert check(per, ROWS).status == OK  # gd 0.83 >= 0.50 holds, npo 0.85 < 0.90 fails: as recorded
+    assert check(_claim(cpu_scale={"gd": "fails", "npo": "fails"}), ROWS).status == DRIFTED
+    assert check(_claim(cpu_scale={"gd": "holds", "npo": "holds"}), ROWS).status == FAILED
+    npo_only = [r for r in ROWS if r[0].get("method") != "gd"]
+    partial = check(per, npo_only, partial=True)
+    assert partial.status == OK and partial.holds is False and "gd/" not in partial.line()
+    assert check(per, npo_only).status == FAILED  # a whole run with a row missing: cannot be checked
+    none_ran = check(_claim(for_each={"method": ["idk"]}), ROWS, partial=True)
+    assert none_ran.holds is None  # grun repro lists it as not checked
+
+
+def test_claims_file_with_per_method_records(tmp_path: Path) -> None:
+    path = tmp_path / "claims.yaml"
+    path.write_text("claims: [{id: a, claim: t, metric: m, op: '>=', left: {adapter: grun}, value: 1, "
+                    "for_each: {method: [gd, npo]}, cpu_scale: {gd: holds, npo: fails}}]")
+    assert load_claims(path)[0].cpu_scale == {"gd": "holds", "npo": "fails"}
+    path.write_text("claims: [{id: a, claim: t, metric: m, op: '>=', left: {adapter: grun}, value: 1, "
+                    "for_each: {method: [gd, npo]}, cpu_scale: {gd: holds}}]")
+    with pytest.raises(GrunError, match="holds or fails for each of gd, npo"):
+        load_claims(path)
+
+
 @pytest.mark.parametrize("body, message", [
     ("claims: [{id: a, claim: t, metric: m, op: '=>', left: {adapter: grun}, value: 1}]", "op '=>'"),
     ("claims: [{id: a, claim: t, metric: m, op: '>=', left: {adapter: grun}}]", "right: {...}"),
