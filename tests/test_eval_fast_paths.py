@@ -17,7 +17,12 @@ from test_adapters import GRUN, LORA, fresh, perturb
 from grun_cli.adapters import make_adapter
 from grun_cli.data.synthetic import generate
 from grun_cli.eval.generation import _greedy, greedy_answers
-from grun_cli.eval.likelihood import answer_avg_loss, decoder_and_head, shared_prompt_avg_loss
+from grun_cli.eval.likelihood import (
+    answer_avg_loss,
+    decoder_and_head,
+    left_pad,
+    shared_prompt_avg_loss,
+)
 from grun_cli.eval.tofu import Evaluator
 from grun_cli.models.template import PromptTemplate
 
@@ -71,6 +76,9 @@ def test_greedy_decoding_equals_generate(tiny, with_grun: bool) -> None:
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    padded_ids, padded_mask, positions = left_pad(prompts, tok.pad_token_id)
+    assert torch.equal(padded_ids, ids) and torch.equal(padded_mask, mask)
+    assert positions[0].tolist() == [0] * (width - len(prompts[0])) + list(range(len(prompts[0])))
 
     def hf(eos: int) -> torch.Tensor:
         from grun_cli.eval.likelihood import edit_context
@@ -86,7 +94,7 @@ def test_greedy_decoding_equals_generate(tiny, with_grun: bool) -> None:
     stop = Counter(free[:, 1:].flatten().tolist()).most_common(1)[0][0]
     want = hf(eos=stop)
     with torch.no_grad():
-        got = _greedy(*decoder_and_head(model), ids, mask, adapter, 16, stop, tok.pad_token_id)
+        got = _greedy(*decoder_and_head(model), ids, mask, positions, adapter, 16, stop, tok.pad_token_id)
     for w, g in zip(want.tolist(), got.tolist(), strict=True):
         cut = lambda row: row[: row.index(stop) + 1] if stop in row else row  # noqa: E731
         assert cut(g) == cut(w)

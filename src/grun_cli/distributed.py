@@ -8,7 +8,7 @@ main process (rank 0) alone writes the run folder, logs to W&B and evaluates; th
 train and leave. Hydra gives the others a throw-away folder, so they never leave a
 half-written run behind.
 
-    accelerate launch --config_file conf/accelerate/ddp_2gpu.yaml -m grun_cli unlearn adapter=full
+    accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes 2 -m grun_cli unlearn adapter=full
 
 GRUN trains a few thousand parameters on a frozen base: it runs in one process, and a base
 too big for one device is spread over several with ``model.device_map=auto``.

@@ -152,6 +152,8 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
     tables_done: dict[str, Any] = {}
     for table, data, expected, claims in plan:
         print(f"{table.name}: {table.title}" + (f" (data={data})" if data else ""))
+        left_out = table.not_run(scale)  # scale=ci: the cells only scale=cpu runs
+        partial = bool(only or left_out)  # part of the table runs: numbers and claims of what ran
         if table.kind == "efficiency":
             result = run_efficiency(table, root.resolve().parent, out, int(cfg.repeats))
         else:
@@ -163,7 +165,7 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
             numbers = measure(per_seed, table.metrics)
             path = table.expected_path(data)
             command = "grun repro " + " ".join(sys.argv[1:])
-            if (only or table.not_run(scale)) and expected is not None:  # these cells join (or replace theirs in) the recorded numbers
+            if partial and expected is not None:  # these cells join (or replace theirs in) the recorded numbers
                 numbers = {**expected["numbers"], **numbers}
                 command = "; ".join([*as_list(expected.get("command")), command])
             atomic_write_json(path, {
@@ -178,7 +180,6 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
             expected = {"numbers": numbers}
         observed = result.averaged()
         if do_check and expected is not None:
-            left_out = table.not_run(scale)  # scale=ci: the cells only scale=cpu runs
             recorded = {k: v for k, v in expected["numbers"].items()
                         if (not only or k in observed) and k not in left_out}
             for v in compare(observed, recorded, table.metrics):
@@ -189,7 +190,6 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
             for claim in claims:
                 if scale == "paper":  # the paper's claims are expected to hold at its scale
                     claim = type(claim)(**{**vars(claim), "cpu_scale": HOLDS})
-                partial = bool(only or table.not_run(scale))  # part of the table ran: check what it can
                 res = check(claim, rows, partial=partial)
                 if partial and res.holds is None:
                     skipped.append(claim.id)

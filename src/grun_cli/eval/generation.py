@@ -34,7 +34,7 @@ def greedy_answers(
     import torch
     from tqdm.auto import tqdm
 
-    from grun_cli.eval.likelihood import decoder_and_head, edit_context
+    from grun_cli.eval.likelihood import decoder_and_head, edit_context, left_pad
 
     prompts = [template.prompt_ids(tokenizer, q) for q in questions]
     order = list(range(len(prompts)))
@@ -51,12 +51,11 @@ def greedy_answers(
         with torch.no_grad():
             for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
                 idx = order[start : start + batch_size]
-                width = max(len(prompts[i]) for i in idx)
-                ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
-                mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx],
-                                    device=device)
+                ids, mask, positions = left_pad([prompts[i] for i in idx], pad, device)
+                width = ids.shape[1]
                 if parts is not None:
-                    new_tokens = _greedy(*parts, ids, mask, adapter, max_new_tokens, tokenizer.eos_token_id, pad)
+                    new_tokens = _greedy(*parts, ids, mask, positions, adapter, max_new_tokens,
+                                         tokenizer.eos_token_id, pad)
                 else:  # logits are not head(hidden): transformers' own loop
                     with edit_context(adapter, [width - 1] * len(idx), once=True):
                         gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
@@ -72,9 +71,9 @@ def greedy_answers(
     return out
 
 
-def _greedy(decoder: Any, head: Any, ids: Any, mask: Any, adapter: Any, max_new_tokens: int, eos: int,
-            pad: int) -> Any:
-    """Greedy decoding of a left-padded batch through the decoder's KV cache: the argmax of
+def _greedy(decoder: Any, head: Any, ids: Any, mask: Any, positions: Any, adapter: Any, max_new_tokens: int,
+            eos: int, pad: int) -> Any:
+    """Greedy decoding of a left-padded batch (``left_pad``) through the decoder's KV cache: the argmax of
     ``head(last hidden state)`` at each step, as transformers' greedy search picks it, but
     with a row leaving the batch (and its cache) once it emits eos, and no per-step logits
     processing: a batch's cost follows its live rows. Returns (batch, steps) new tokens,
@@ -86,8 +85,7 @@ def _greedy(decoder: Any, head: Any, ids: Any, mask: Any, adapter: Any, max_new_
     rows, width = ids.shape
     tokens = torch.full((rows, max_new_tokens), pad, dtype=torch.long, device=ids.device)
     with edit_context(adapter, [width - 1] * rows):  # the edit reads the prompt's last token, once
-        out = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                      use_cache=True)
+        out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
     cache, lengths = out.cache, mask.sum(-1)
     nxt = head(out.last_hidden_state[:, -1]).argmax(-1)
     alive = torch.arange(rows, device=ids.device)

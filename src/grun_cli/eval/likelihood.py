@@ -25,6 +25,18 @@ def pad_batch(features: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str
             "attention_mask": torch.tensor(mask)}
 
 
+def left_pad(prompts: Sequence[list[int]], pad_id: int, device: Any = None) -> tuple[Any, Any, Any]:
+    """Left-padded prompt ids, their attention mask and position ids (0 at each prompt's
+    first real token): every prompt then ends at the same column, where the next token and
+    GRUN's edit go."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def edit_context(adapter: Any, positions: Sequence[int], once: bool = False) -> Any:
     """The adapter's edit at ``positions`` (a no-op without an adapter)."""
     import contextlib
@@ -162,12 +174,8 @@ def shared_prompt_avg_loss(
     try:
         with torch.no_grad():
             for qs in tqdm(batches, desc=desc, leave=False):
-                width = max(len(prompts[q]) for q in qs)
-                ids = torch.tensor([[pad] * (width - len(prompts[q])) + prompts[q] for q in qs], device=device)
-                mask = torch.tensor([[0] * (width - len(prompts[q])) + [1] * len(prompts[q]) for q in qs],
-                                    device=device)
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                with edit_context(adapter, [width - 1] * len(qs)):
+                ids, mask, positions = left_pad([prompts[q] for q in qs], pad, device)
+                with edit_context(adapter, [ids.shape[1] - 1] * len(qs)):
                     first = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
                 cache = first.cache
                 last_hidden = first.last_hidden_state[:, -1]  # predicts each answer's first token
@@ -186,9 +194,8 @@ def shared_prompt_avg_loss(
                 nll = F.cross_entropy(head(states[keep]).float(), a_ids[keep], reduction="none")
                 per_row = torch.zeros(len(rows), device=device).index_add_(
                     0, keep.nonzero()[:, 0], nll)
-                counts = keep.sum(-1)
-                for j, (_, i, _) in enumerate(rows):
-                    out[i] = (per_row[j] / counts[j]).item()
+                for (_, i, _), value in zip(rows, (per_row / keep.sum(-1)).tolist(), strict=True):
+                    out[i] = value
     finally:
         model.train(was_training)
     return out
