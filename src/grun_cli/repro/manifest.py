@@ -28,12 +28,15 @@ CLAIMS_FILE = "claims.yaml"
 @dataclass(frozen=True)
 class MetricSpec:
     """How a number is compared: on a log10 scale or not, which way is a regression, and the
-    smallest tolerance (seeds that agree exactly still differ across thread counts)."""
+    smallest tolerance (seeds that agree exactly still differ across thread counts). A
+    ``wall_clock`` number (a timing ratio) moves with whatever else the machine runs: outside its
+    tolerance it is reported, not failed, and the claims over it (with wide margins) are the checks."""
 
     name: str
     log10: bool = False
     better: str | None = None  # higher | lower | None (a change either way is a regression)
     min_tol: float = 0.0
+    wall_clock: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,13 +160,14 @@ def load_table(folder: Path) -> Table:
     metrics = {}
     for name, spec in _mapping(raw.get("metrics"), f"{path}: metrics").items():
         spec = _mapping(spec, f"{path}: metrics.{name}")
-        unknown = set(spec) - {"log10", "better", "min_tol"}
+        unknown = set(spec) - {"log10", "better", "min_tol", "wall_clock"}
         if unknown:
-            raise GrunError(f"{path}: metrics.{name} has unknown keys {sorted(unknown)}; use log10, better, min_tol")
+            raise GrunError(f"{path}: metrics.{name} has unknown keys {sorted(unknown)}; "
+                            "use log10, better, min_tol, wall_clock")
         if spec.get("better") not in (None, "higher", "lower"):
             raise GrunError(f"{path}: metrics.{name}.better is {spec['better']!r}; use higher, lower or null")
         metrics[name] = MetricSpec(name, bool(spec.get("log10", False)), spec.get("better"),
-                                   float(spec.get("min_tol", 0.0)))
+                                   float(spec.get("min_tol", 0.0)), bool(spec.get("wall_clock", False)))
     if not metrics:
         raise GrunError(f"{path}: no metrics; name the numbers the CI compares")
     known = {"title", "kind", "data", "references", "cells", "metrics"}
