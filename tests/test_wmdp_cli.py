@@ -93,9 +93,18 @@ def test_unlearn_wmdp_rmu(adapter: str, corpora: Path, tmp_path: Path, clean_env
             write_mcq(data / name, n=6)
         again = tmp_path / "again"
         r = grun("eval", f"run={out}", "eval.batch_size=3", "logger=none", f"hydra.run.dir={again}",
+                 "eval.attacks=[edit_off,quantize_4bit,relearn]", "eval.attack_settings.relearn.steps=4",
                  env={**clean_env, "GRUN_DATA_DIR": str(data)})
         assert r.returncode == 0, r.stderr[-3000:]
         redo = json.loads((again / "metrics.json").read_text())
+        # attacks on lm-eval: the held-out NLL, the accuracies and the gate again under each
+        assert redo["edit_off_forget_text_nll"] == pytest.approx(metrics["before_forget_text_nll"], rel=1e-4)
+        assert redo["relearn_forget_text_nll"] < redo["forget_text_nll"]
+        assert redo["quantize_4bit_forget_text_nll"] != redo["forget_text_nll"]
+        assert "quantize_4bit_gate_forget_mean" in redo and "edit_off_gate_forget_mean" not in redo
+        for attack in ("edit_off", "quantize_4bit", "relearn"):
+            assert 0 <= redo[f"{attack}_wmdp_bio_acc"] <= 1 and (again / "attacks" / attack / "LM_EVAL.json").is_file()
+        assert "under attack" in r.stdout
         assert redo["lm_eval_batch_size"] == 3 and redo["wmdp_cyber_n"] == 6
         assert redo["forget_text_nll"] == pytest.approx(metrics["after_forget_text_nll"], rel=1e-4)
         assert redo["gate_forget_mean"] == pytest.approx(metrics["gate_forget_mean"], rel=1e-4)

@@ -236,6 +236,8 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
     if evaluation.get("enabled", True) and evaluation.get("kind", "tofu") == "tofu" and data.get("kind") == "text":
         yield (f"eval=tofu needs QA data (data=tofu or synthetic), not data={data.get('name')}; use eval=wmdp "
                "(or eval.enabled=false)")
+    if evaluation.get("enabled", True):
+        yield from _attacks(evaluation, kind)
     idk = method.get("idk_answers")
     if idk and not Path(str(idk)).expanduser().is_file():
         yield (f"method.idk_answers={idk} does not exist; give a file with one answer per line, or null for "
@@ -273,14 +275,31 @@ def _eval(cfg: Mapping[str, Any]) -> Iterator[str]:
     if run is not None and not str(run).strip():
         yield ("run= is empty (the shell may have expanded an unset variable); give a run folder, or leave run= "
                "out to evaluate model=")
-    elif run is not None:  # the folder's card, markers and checksums, before anything loads
+    adapter = None
+    if run is not None and str(run).strip():  # the folder's card, markers and checksums, before anything loads
         from grun_cli.train.run_card import read_run_card
 
         try:
-            read_run_card(Path(str(run)).expanduser())
+            card = read_run_card(Path(str(run)).expanduser())
+            if card.get("command") == "unlearn":
+                adapter = ((card.get("config") or {}).get("adapter") or {}).get("kind")
         except GrunError as e:
             yield str(e)
+    yield from _attacks(cfg.get("eval") or {}, adapter)
     yield from _files(cfg)
+
+
+def _attacks(evaluation: Mapping[str, Any], adapter: str | None) -> Iterator[str]:
+    """eval.attacks: known names, possible for this evaluation and adapter, sound settings.
+    (``grun eval run=`` may take another data set's evaluation from the run: checked again
+    against it before any model loads.)"""
+    from grun_cli.eval.attacks import problems
+
+    names = evaluation.get("attacks") or []
+    if not isinstance(names, (list, tuple)):
+        yield f"eval.attacks={names!r}: give a list, e.g. eval.attacks=[quantize_4bit,edit_off]"
+        return
+    yield from problems(names, evaluation.get("attack_settings"), str(evaluation.get("kind", "tofu")), adapter)
 
 
 def _files(cfg: Mapping[str, Any]) -> Iterator[str]:

@@ -211,6 +211,11 @@ class GrunAdapter(Adapter):
             for i, block in enumerate(saved):
                 blocks[i] = block
 
+    @property
+    def enabled(self) -> bool:
+        """False inside ``disabled()``: the edit and its gate are off."""
+        return self._enabled
+
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:
         saved = self._enabled

@@ -28,6 +28,61 @@ from grun_cli.train.tracking import Tracker, start_tracking
 log = logging.getLogger("grun.eval")
 
 
+#: what an attack reports next to the unattacked values (the rest stays in attacks/<name>/)
+ATTACK_METRICS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio",
+                  "gate_auc", "gate_forget_mean", "forget_text_nll", "retain_text_nll", "wmdp_bio_acc",
+                  "wmdp_cyber_acc", "mmlu_acc")
+ATTACKS_DIR = "attacks"
+
+
+def plain_eval(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg.eval, resolve=True)  # type: ignore[return-value]
+
+
+def model_attacks(cfg: DictConfig, out: Path, evaluate: Any, *, model: Any, tokenizer: Any, source: Any,
+                  adapter: Any) -> dict[str, Any]:
+    """Each model attack of ``eval.attacks`` in turn: the model changed, ``evaluate(folder)``
+    (the evaluation again, its logs into ``out/attacks/<name>/``), the model put back. Returns
+    ``<attack>_<metric>`` for the headline metrics and what the attack itself measured."""
+    from grun_cli.eval.attacks import AttackTarget, make_attacks
+
+    found: dict[str, Any] = {}
+    target = AttackTarget(model=model, adapter=adapter, tokenizer=tokenizer,
+                          template=PromptTemplate.from_config(cfg.model.template), source=source,
+                          max_length=int(cfg.model.max_length), seed=int(cfg.seed))
+    for attack in make_attacks(cfg.eval.get("attacks"), cfg.eval.get("attack_settings")):
+        if not attack.changes_model:
+            continue
+        folder = out / ATTACKS_DIR / attack.name
+        folder.mkdir(parents=True, exist_ok=True)
+        log.info("attack %s: evaluating again with the model changed", attack.name)
+        started = time.time()
+        with attack.applied(target):
+            measured = evaluate(folder)
+        atomic_write_json(folder / "metrics.json", {**measured, "attack": attack.info})
+        found.update({f"{attack.name}_{k}": measured[k] for k in ATTACK_METRICS if k in measured})
+        found.update({f"{attack.name}_{k}": v for k, v in attack.info.items()})
+        found[f"{attack.name}_time_s"] = round(time.time() - started, 1)
+    return found
+
+
+def prompt_attack_gates(cfg: DictConfig, adapter: Any, tokenizer: Any, template: PromptTemplate,
+                        sets: dict[str, Any]) -> dict[str, float]:
+    """GRUN's mean gate on the forget questions as each prompt attack asks them: does the gate
+    still recognise them?"""
+    from grun_cli.eval.attacks import PromptAttack, make_attacks
+    from grun_cli.eval.gates import gate_values
+
+    found = {}
+    for attack in make_attacks(cfg.eval.get("attacks"), cfg.eval.get("attack_settings")):
+        if isinstance(attack, PromptAttack):
+            attack.prepare(sets)
+            values = gate_values(adapter, tokenizer, template, [attack.question(r) for r in sets["forget"]])
+            if values is not None:
+                found[f"{attack.name}_gate_forget_mean"] = values.mean().item()
+    return found
+
+
 def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
                     adapter: Any = None, tracker: Tracker | None = None) -> tuple[dict[str, Any], str]:
     """Evaluate one model on TOFU; write TOFU_EVAL.json into ``out``; return the headline
@@ -47,13 +102,26 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
         from grun_cli.models.loading import load_model
 
         ref = load_model(model_cfg, source.tokenizer_corpus, cfg.paths.cache_dir)
-        plain_eval = {**OmegaConf.to_container(cfg.eval, resolve=True), "attacks": []}
-        return Evaluator(ref.model, ref.tokenizer, template, plain_eval, max_length).run(sets)
+        return Evaluator(ref.model, ref.tokenizer, template, {**plain_eval(cfg), "attacks": []},
+                         max_length).run(sets)
 
     reference, ref_source = resolve_reference(cfg, evaluate_reference)
     metrics: dict[str, Any] = summarise(logs, reference)
     if adapter is not None:
         metrics.update(gate_report(adapter, tokenizer, template, sets, save_to=out))
+        metrics.update(prompt_attack_gates(cfg, adapter, tokenizer, template, sets))
+
+    def attacked(attack_out: Path) -> dict[str, Any]:
+        attack_logs = Evaluator(model, tokenizer, template, {**plain_eval(cfg), "attacks": []}, max_length,
+                                adapter).run(sets)
+        write_logs(attack_out / LOG_FILE, attack_logs)
+        found = summarise(attack_logs, reference)
+        if adapter is not None:
+            found.update(gate_report(adapter, tokenizer, template, sets))
+        return found
+
+    metrics.update(model_attacks(cfg, out, attacked, model=model, tokenizer=tokenizer, source=source,
+                                 adapter=adapter))
     metrics["eval_time_s"] = round(time.time() - started, 1)
     write_logs(out / LOG_FILE, logs)
     if tracker is not None:
@@ -67,9 +135,11 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
 
 
 def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
-                       adapter: Any = None, tracker: Tracker | None = None, text_nll: bool = True) -> dict[str, Any]:
+                       adapter: Any = None, tracker: Tracker | None = None, text_nll: bool = True,
+                       attacks: bool = True) -> dict[str, Any]:
     """lm-eval tasks on the model with its edit; held-out text NLL and gates for text data
-    (``text_nll=False`` when the caller measured them already)."""
+    (``text_nll=False`` when the caller measured them already); then ``eval.attacks``, each
+    measuring all of it again (``attacks=False``: this is one of them)."""
     from grun_cli.eval.lm_eval_run import make_lm, run_tasks
 
     template = PromptTemplate.from_config(cfg.model.template)
@@ -89,6 +159,13 @@ def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any
     task_metrics, results = run_tasks(lm, cfg.eval, cfg.paths.data_dir, seed=int(cfg.seed))
     metrics.update(task_metrics)
     atomic_write_json(out / "LM_EVAL.json", results)
+    if attacks:
+        def attacked(attack_out: Path) -> dict[str, Any]:
+            return harness_evaluation(cfg, attack_out, model=model, tokenizer=tokenizer, source=source,
+                                      adapter=adapter, attacks=False)
+
+        metrics.update(model_attacks(cfg, out, attacked, model=model, tokenizer=tokenizer, source=source,
+                                     adapter=adapter))
     if tracker is not None:
         tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         sources = metrics["lm_eval_task_sources"]
@@ -98,11 +175,17 @@ def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any
     return metrics
 
 
-def check_evaluation(cfg: DictConfig, source: Any) -> None:
-    """Refuse, before any training, an evaluation that cannot run on this data / these tasks."""
+def check_evaluation(cfg: DictConfig, source: Any, adapter: str | None = None) -> None:
+    """Refuse, before any training, an evaluation that cannot run on this data / these tasks
+    (or these attacks on a run trained with ``adapter``)."""
+    from grun_cli.eval.attacks import problems
+
     kind = str(cfg.eval.get("kind", "tofu"))
     if kind not in ("tofu", "lm_eval"):
         raise GrunError(f"eval.kind={kind} is not one of tofu, lm_eval")
+    found = problems(cfg.eval.get("attacks"), cfg.eval.get("attack_settings"), kind, adapter)
+    if found:
+        raise GrunError(found[0])
     if kind == "tofu" and source.kind != "qa":
         raise GrunError(f"eval=tofu needs QA data (data=tofu or synthetic), not data={cfg.data.name}; "
                         "use eval=wmdp")
@@ -203,7 +286,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.run:
         card = _adopt_run(cfg, Path(str(cfg.run)))
     source = make_source(cfg.data, data_root=cfg.paths.data_dir)
-    check_evaluation(cfg, source)  # before loading any model
+    run_adapter = ((card or {}).get("config") or {}).get("adapter", {}).get("kind") \
+        if card is not None and card["command"] == "unlearn" else None
+    check_evaluation(cfg, source, run_adapter)  # before loading any model
     if card is not None and card["command"] == "unlearn":
         from grun_cli.api import load_run
 
@@ -233,6 +318,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _report(metrics: dict[str, Any], out: Path) -> None:
+    from grun_cli.eval.attacks import attack_table
+
+    where = _report_metrics(metrics, out)
+    attacks = attack_table(metrics)
+    if attacks:
+        print("under attack (eval.attacks; per-sample logs in attacks/<name>/):\n" + attacks)
+    print(where)
+
+
+def _report_metrics(metrics: dict[str, Any], out: Path) -> str:
+    """Print the metrics; return the line saying where they are."""
     if "lm_eval_seconds" in metrics:
         from grun_cli.eval.lm_eval_run import table as lm_table
 
@@ -243,9 +339,10 @@ def _report(metrics: dict[str, Any], out: Path) -> None:
         print(lm_table(metrics))
         print(f"  lm-eval: {metrics['lm_eval_questions_per_s']} questions/s at batch size "
               f"{metrics['lm_eval_batch_size']}; sources: {metrics['lm_eval_task_sources']}")
-        print(f"run directory: {out}  (lm-eval results: {out / 'LM_EVAL.json'})")
-        return
+        return f"run directory: {out}  (lm-eval results: {out / 'LM_EVAL.json'})"
+    from grun_cli.eval.attacks import attack_keys
     from grun_cli.eval.tofu import table
 
-    print(table(metrics))
-    print(f"run directory: {out}  (per-sample logs: {out / 'TOFU_EVAL.json'})")
+    shown = attack_keys(metrics)
+    print(table({k: v for k, v in metrics.items() if k not in shown}))
+    return f"run directory: {out}  (per-sample logs: {out / 'TOFU_EVAL.json'})"

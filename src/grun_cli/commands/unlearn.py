@@ -92,7 +92,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if cfg.eval.enabled:  # a bad evaluation setting must fail now, not after training
         from grun_cli.commands.eval import check_evaluation
 
-        check_evaluation(cfg, source)
+        check_evaluation(cfg, source, str(cfg.adapter.kind))
     forget_rows, retain_rows = source.rows("forget"), source.rows("retain")
     log.info("data: %s: forget %s (%d rows), retain %s (%d rows)", source.describe(),
              source.forget_split, len(forget_rows), source.retain_split, len(retain_rows))
@@ -238,5 +238,10 @@ def _report(metrics: dict[str, Any], out: Path) -> None:
         from grun_cli.eval.lm_eval_run import table as lm_table
 
         print(lm_table(metrics))
+    from grun_cli.eval.attacks import attack_table
+
+    attacks = attack_table(metrics)
+    if attacks:
+        print("under attack (eval.attacks; per-sample logs in attacks/<name>/):\n" + attacks)
     print(f"run directory: {out}")
     print(f"adapter:       {out / 'adapter'}")

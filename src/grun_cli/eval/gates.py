@@ -25,8 +25,8 @@ def gate_values_for_ids(adapter: Any, prompts: Sequence[list[int]], pad_id: int,
     """Gate values (n_prompts, n_layers) at the last token of each tokenized prompt."""
     import torch
 
-    if getattr(adapter, "kind", None) != "grun" or not prompts:
-        return None
+    if getattr(adapter, "kind", None) != "grun" or not adapter.enabled or not prompts:
+        return None  # no gate, or the edit switched off (the edit_off attack)
     model = adapter.model
     device = next(model.parameters()).device
     out = []

@@ -94,7 +94,8 @@ def _eval_key(cfg: DictConfig) -> str:
     """What changes a reference log: the eval settings and the data."""
     plain = {"eval": OmegaConf.to_container(cfg.eval, resolve=True),
              "data": OmegaConf.to_container(cfg.data, resolve=True)}
-    for key in ("enabled", "retain_logs", "batch_size", "gen_batch_size", "log_generations", "attacks"):
+    for key in ("enabled", "retain_logs", "batch_size", "gen_batch_size", "log_generations", "attacks",
+                "attack_settings"):
         plain["eval"].pop(key, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -29,7 +29,6 @@ Logs = dict[str, dict[str, Any]]
 #: TOFU's evaluation sets: key -> split name (the forget set follows data.forget_split).
 EVAL_SETS = {"forget": "{forget}_perturbed", "retain": "retain_perturbed",
              "ra": "real_authors_perturbed", "wf": "world_facts_perturbed"}
-ATTACKS = ("paraphrase",)
 
 
 def eval_sets(source: Any, max_rows: int | None = None) -> dict[str, list[Row]]:
@@ -50,6 +49,15 @@ def _correct_answer(key: str, row: Row) -> str:
     return row["paraphrased_answer"] if key in ("forget", "retain") else row["answer"]
 
 
+def _plain_question(row: Row) -> str:
+    return row["question"]
+
+
+def _base(key: str) -> str:
+    """The evaluation set a log key is of: ``prompt_format_forget`` -> ``forget``."""
+    return key if key in EVAL_SETS else key.rsplit("_", 1)[-1]
+
+
 class Evaluator:
     """Runs the passes for one model and turns them into logs."""
 
@@ -62,13 +70,10 @@ class Evaluator:
             from grun_cli.errors import GrunError
 
             raise GrunError(f"eval.truth_ratio={self.style} is not one of {', '.join(tm.TRUTH_RATIO_STYLES)}")
-        attacks = list(cfg.get("attacks") or [])
-        bad = [a for a in attacks if a not in ATTACKS]
-        if bad:
-            from grun_cli.errors import GrunError
+        from grun_cli.eval.attacks import PromptAttack, make_attacks
 
-            raise GrunError(f"eval.attacks={bad}: known attacks are {', '.join(ATTACKS)}")
-        self.attacks = attacks
+        attacks = make_attacks(cfg.get("attacks"), cfg.get("attack_settings"))
+        self.prompt_attacks = [a for a in attacks if isinstance(a, PromptAttack)]
 
     # -- passes ------------------------------------------------------------------------
     def _losses(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
@@ -89,15 +94,18 @@ class Evaluator:
         return dict(zip(ordered, gens, strict=True))
 
     def run(self, sets: Mapping[str, list[Row]]) -> Logs:
-        views = {k: (rows, "question") for k, rows in sets.items()}
-        if "paraphrase" in self.attacks:
-            views["paraphrase_forget"] = (sets["forget"], "paraphrased_question")
+        """Every set's logs; each prompt attack adds ``<attack>_forget_*`` logs: the forget rows
+        with the attack's question, scored in the same passes."""
+        views: dict[str, tuple[list[Row], Any]] = {k: (rows, _plain_question) for k, rows in sets.items()}
+        for attack in self.prompt_attacks:
+            attack.prepare(sets)
+            views[f"{attack.name}_forget"] = (sets["forget"], attack.question)
         pairs: set[tuple[str, str]] = set()
         questions: dict[str, str] = {}  # question -> reference answer
-        for key, (rows, qkey) in views.items():
-            base = key.removeprefix("paraphrase_")
+        for key, (rows, ask) in views.items():
+            base = _base(key)
             for r in rows:
-                q = r[qkey]
+                q = ask(r)
                 questions[q] = r["answer"]
                 pairs.add((q, r["answer"]))
                 pairs.add((q, _correct_answer(base, r)))
@@ -105,19 +113,19 @@ class Evaluator:
         loss = self._losses(pairs)
         gen = self._generations(questions)
         logs: Logs = {}
-        for key, (rows, qkey) in views.items():
-            logs.update(self._set_logs(key, rows, qkey, loss, gen))
+        for key, (rows, ask) in views.items():
+            logs.update(self._set_logs(key, rows, ask, loss, gen))
         return logs
 
     # -- metrics -----------------------------------------------------------------------
-    def _set_logs(self, key: str, rows: list[Row], qkey: str, loss: Mapping[tuple[str, str], float],
+    def _set_logs(self, key: str, rows: list[Row], ask: Any, loss: Mapping[tuple[str, str], float],
                   gen: Mapping[str, str]) -> Logs:
-        base = key.removeprefix("paraphrase_")
+        base = _base(key)
         prob_vals, norm_vals, tr_vals, rouge_vals = {}, {}, {}, {}
         para_vals, pert_vals = {}, {}
-        rouges = rouge_scores([gen[r[qkey]] for r in rows], [r["answer"] for r in rows])
+        rouges = rouge_scores([gen[ask(r)] for r in rows], [r["answer"] for r in rows])
         for r, rouge in zip(rows, rouges, strict=True):
-            idx, q = str(r["index"]), r[qkey]
+            idx, q = str(r["index"]), ask(r)
             a_loss = loss[(q, r["answer"])]
             wrong = [loss[(q, w)] for w in r["perturbed_answer"]]
             correct = loss[(q, _correct_answer(base, r))]
@@ -210,9 +218,11 @@ def summarise(logs: Logs, reference: Mapping[str, Any] | None) -> dict[str, floa
             else:
                 ref_values = [ref[i] for i in shared]
             metrics["forget_quality"] = tm.forget_quality(list(mine.values()), ref_values)
-        if "paraphrase_forget_truth_ratio" in logs and ref:
-            attack = forget_ratios(logs, "paraphrase_forget_truth_ratio")
-            metrics["paraphrase_forget_quality"] = tm.forget_quality(list(attack.values()), list(ref.values()))
+        for key in logs:  # prompt attacks: <attack>_forget_truth_ratio
+            if key.endswith("_forget_truth_ratio") and ref:
+                attacked = forget_ratios(logs, key)
+                metrics[key.replace("_truth_ratio", "_quality")] = tm.forget_quality(list(attacked.values()),
+                                                                                     list(ref.values()))
     return metrics
 
 
