@@ -77,6 +77,7 @@ class GrunSettings(_Group):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     cache_prefix: Literal["auto", True, False] = "auto"
     cache_prefix_max_gb: NonNegative = 8.0
+    gate_negatives: list[str] = []
 
 
 class LoraSettings(_Group):
@@ -238,6 +239,15 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
                "(or eval.enabled=false)")
     if evaluation.get("enabled", True):
         yield from _attacks(evaluation, kind)
+    if kind == "grun" and adapter.get("gate_negatives"):
+        from grun_cli.data.gate_negatives import conflicts, negative_file
+
+        for spec in adapter.get("gate_negatives") or []:
+            try:
+                negative_file(str(spec), (cfg.get("paths") or {}).get("data_dir"))
+            except GrunError as e:
+                yield str(e)
+        yield from conflicts([str(s) for s in adapter.get("gate_negatives") or []], evaluation)
     idk = method.get("idk_answers")
     if idk and not Path(str(idk)).expanduser().is_file():
         yield (f"method.idk_answers={idk} does not exist; give a file with one answer per line, or null for "

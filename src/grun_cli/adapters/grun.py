@@ -231,16 +231,20 @@ class GrunAdapter(Adapter):
             forward(batch["retain"], "retain")  # methods without a retain term (GA)
         if not any(role == "forget" for role, _ in self.gate_records):
             forward(batch["forget"], "forget")
+        if "negative" in batch:  # adapter.gate_negatives: more prompts the gate must not open on
+            forward(batch["negative"], "negative")
         records, self.gate_records = self.gate_records, []
         forget = torch.cat([g.flatten() for r, g in records if r == "forget"])
-        retain = torch.cat([g.flatten() for r, g in records if r == "retain"])
+        retain = torch.cat([g.flatten() for r, g in records if r in ("retain", "negative")])
         gates = torch.cat([forget, retain])
         labels = torch.cat([torch.ones_like(forget), torch.zeros_like(retain)])
         bce = nn.functional.binary_cross_entropy(gates, labels)
-        out = {"loss": self.gate_weight * bce, "gate_bce": bce.detach(),
-               "gate_forget": forget.detach().mean(), "gate_retain": retain.detach().mean()}
+        out = {"loss": self.gate_weight * bce, "gate_bce": bce.detach(), "gate_forget": forget.detach().mean(),
+               "gate_retain": torch.cat([g.flatten() for r, g in records if r == "retain"]).detach().mean()}
+        if "negative" in batch:
+            out["gate_negative"] = torch.cat([g.flatten() for r, g in records if r == "negative"]).detach().mean()
         if all(g.shape[0] == len(self.layers) for _, g in records):  # per layer, for training curves
-            for role in ("forget", "retain"):
+            for role in ("forget", "retain"):  # (negatives: their mean only)
                 per_layer = torch.cat([g.detach().flatten(1) for r, g in records if r == role], dim=1).mean(1)
                 out.update({f"gate_{role}_layer{layer}": v for layer, v in zip(self.layers, per_layer, strict=True)})
         return out

@@ -112,9 +112,16 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     def encode(row: dict[str, Any]) -> dict[str, Any]:
         return source.encode_for_unlearning(tokenizer, template, row, max_length)
 
+    negatives = None
+    if cfg.adapter.kind == "grun" and cfg.adapter.get("gate_negatives"):
+        from grun_cli.data.gate_negatives import encode_negatives, read_prompts
+
+        negatives = encode_negatives(read_prompts(list(cfg.adapter.gate_negatives), cfg.paths.data_dir), source,
+                                     tokenizer, template, max_length)
+        log.info("gate negatives: %d prompts from %s", len(negatives), list(cfg.adapter.gate_negatives))
     dataset = ForgetRetainDataset(forget_rows, retain_rows, tokenizer, template, max_length,
                                   pairing=str(cfg.pairing), seed=int(cfg.seed), idk_answers=idk_answers,
-                                  encode=encode)
+                                  encode=encode, negatives=negatives)
 
     if distributed.world_size() > 1:
         from grun_cli.train.trainer import per_process_batch

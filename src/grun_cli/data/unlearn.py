@@ -35,9 +35,12 @@ class ForgetRetainDataset:
         seed: int = 0,
         idk_answers: Sequence[str] | None = None,
         encode: Callable[[Mapping[str, Any]], Feature] | None = None,
+        negatives: Sequence[Feature] | None = None,
     ) -> None:
         """``encode`` turns a row into a feature (default: the QA template); text sources
-        pass theirs (the edit before the text's cut)."""
+        pass theirs (the edit before the text's cut). ``negatives``: extra prompts for GRUN's
+        gate (data/gate_negatives.py), one per item, drawn from the item's position alone so
+        that the retain pairing, resumes and data-parallel shards are as without them."""
         if pairing not in PAIRINGS:
             raise GrunError(f"pairing={pairing} is not one of {', '.join(PAIRINGS)}")
         if not forget or not retain:
@@ -53,6 +56,7 @@ class ForgetRetainDataset:
         self.pairing, self.seed = pairing, seed
         self.idk_answers = list(idk_answers) if idk_answers else None
         self._idk: dict[tuple[int, int], Feature] = {}  # (forget row, refusal) -> feature
+        self.negatives = list(negatives) if negatives else None
         self._rng = random.Random(seed)
         self._drawn = 0  # _draw calls made on _rng
         self._fetched = 0  # items this process fetched
@@ -107,6 +111,9 @@ class ForgetRetainDataset:
         item = {"forget": self.forget[index], "retain": self.retain[partner]}
         if answer is not None:
             item["idk"] = self.idk_feature(index, answer)
+        if self.negatives:
+            pick = random.Random(self.seed * 7_919 + 104_729 * target + 1).randrange(len(self.negatives))
+            item["negative"] = self.negatives[pick]
         return item
 
 
