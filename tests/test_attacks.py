@@ -120,7 +120,7 @@ def test_relearn_trains_then_puts_every_weight_back(tiny, mode: str) -> None:
         with torch.no_grad():
             assert not torch.equal(model(input_ids=ids).logits, logits)
         assert all(torch.equal(p, before[n][0]) for n, p in model.named_parameters() if "grun_edits" in n)
-    assert attack.info["rows"] == 4 and attack.info["loss_last"] < attack.info["loss_first"]
+    assert attack.info["rows"] == 4 and attack.info["loss_after"] < attack.info["loss_before"]
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n][0]) and p.requires_grad == before[n][1] and p.grad is None, n
     with torch.no_grad():
@@ -194,7 +194,7 @@ def test_attacks_on_a_grun_run(grun_gd_run, clean_env: dict[str, str], tmp_path:
     assert m["edit_off_forget_Q_A_Prob"] > 5 * m["forget_Q_A_Prob"]  # the knowledge is still in the weights
     # relearning on half the forget rows brings the answers back
     assert m["relearn_forget_Q_A_Prob"] > 2 * m["forget_Q_A_Prob"]
-    assert m["relearn_loss_last"] < m["relearn_loss_first"] and m["relearn_rows"] == 20
+    assert m["relearn_loss_after"] < m["relearn_loss_before"] and m["relearn_rows"] == 20
     # quantization moves the numbers, a little; prompt_format asks with other context
     assert m["quantize_4bit_forget_Q_A_Prob"] != m["forget_Q_A_Prob"]
     assert abs(m["quantize_8bit_forget_Q_A_Prob"] - m["forget_Q_A_Prob"]) < 0.05

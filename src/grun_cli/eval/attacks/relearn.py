@@ -131,12 +131,31 @@ class Relearn(ModelAttack):
                 p.requires_grad_(True)
         was_training = model.training
         device = next(model.parameters()).device
+        pad = target.tokenizer.pad_token_id
+
+        def loss_of(picked: list[int]) -> Any:
+            batch = pad_batch([feats[i] for i in picked], pad)
+            positions = [feats[i]["prompt_len"] - 1 for i in picked]
+            context = adapter.editing(positions) if adapter is not None else contextlib.nullcontext()
+            with context:
+                return model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                             labels=batch["labels"].to(device)).loss
+
+        def mean_loss() -> float:
+            """The mean of the batches' losses over every relearning row (before / after)."""
+            size = 4 * int(s["batch_size"])
+            with torch.no_grad():
+                parts = [(loss_of(list(range(i, min(i + size, len(feats))))).item(), min(size, len(feats) - i))
+                         for i in range(0, len(feats), size)]
+            return sum(v * n for v, n in parts) / len(feats)
+
         losses = []
         try:
             optimizer = torch.optim.AdamW(params, lr=float(s["lr"]), weight_decay=0.0)
             order = random.Random(int(s["seed"]))
             queue: list[int] = []
             model.eval()  # no dropout: the attack is deterministic for a seed
+            before = mean_loss()
             with torch.enable_grad():
                 for _ in range(int(s["steps"])):
                     picked = []
@@ -145,24 +164,19 @@ class Relearn(ModelAttack):
                             queue = list(range(len(feats)))
                             order.shuffle(queue)
                         picked.append(queue.pop())
-                    batch = pad_batch([feats[i] for i in picked], target.tokenizer.pad_token_id)
-                    positions = [feats[i]["prompt_len"] - 1 for i in picked]
-                    context = adapter.editing(positions) if adapter is not None else contextlib.nullcontext()
-                    with context:
-                        out = model(input_ids=batch["input_ids"].to(device),
-                                    attention_mask=batch["attention_mask"].to(device),
-                                    labels=batch["labels"].to(device))
-                    if not torch.isfinite(out.loss):
-                        raise GrunError(f"relearn: the loss is {out.loss.item()} at step {len(losses) + 1}; "
+                    loss = loss_of(picked)
+                    if not torch.isfinite(loss):
+                        raise GrunError(f"relearn: the loss is {loss.item()} at step {len(losses) + 1}; "
                                         "lower eval.attack_settings.relearn.lr")
                     optimizer.zero_grad(set_to_none=True)
-                    out.loss.backward()
+                    loss.backward()
                     optimizer.step()
-                    losses.append(float(out.loss.detach()))
+                    losses.append(float(loss.detach()))
             optimizer.zero_grad(set_to_none=True)
-            self.info = {"rows": len(rows), "loss_first": losses[0], "loss_last": losses[-1]}
-            log.info("relearn: %d steps (%s, lr %g) on %d %s rows: loss %.4f -> %.4f", len(losses), s["mode"],
-                     float(s["lr"]), len(rows), s["data"], losses[0], losses[-1])
+            after = mean_loss()
+            self.info = {"rows": len(rows), "loss_before": before, "loss_after": after}
+            log.info("relearn: %d steps (%s, lr %g) on %d %s rows: their mean loss %.4f -> %.4f", len(losses),
+                     s["mode"], float(s["lr"]), len(rows), s["data"], before, after)
             yield
         finally:
             if lowrank is not None:
