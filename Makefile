@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,sweep,quant]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,sweep]'
 	$(BIN)/python -m pip install --quiet --no-deps pyvene==0.1.8 pyreft==0.1.0
 	touch $(STAMP)
 

@@ -45,7 +45,7 @@ def int8_rowwise(weight: Any) -> Any:
 
     w = weight.float()
     absmax = w.abs().amax(dim=1, keepdim=True)
-    q = torch.round(w * (127.0 / absmax)).clamp(-127, 127)
+    q = torch.round(w * (127.0 / absmax)).clamp(-127, 127) + 0.0  # + 0.0: no -0.0 (an int8 has no sign of zero)
     q = torch.where(absmax > 0, q, torch.zeros_like(q))
     return (q * absmax * INV_127).to(weight.dtype)
 
