@@ -215,6 +215,12 @@ def test_efficiency_shapes_and_rounds() -> None:
     from grun_cli.repro.runner import step_shapes
 
     assert step_shapes(["tiny", "mid"]) == {"tiny": [], "mid": []}
+    from grun_cli.repro.manifest import find_tables
+    from grun_cli.repro.runner import efficiency_shapes
+
+    (table,) = find_tables(Path(__file__).resolve().parents[1] / "experiments", ["efficiency"])
+    assert list(efficiency_shapes(table, "ci")) == ["tiny"]  # CI's budget
+    assert list(efficiency_shapes(table, "cpu")) == ["tiny", "mid"]
     assert step_shapes({"tiny": ["--steps", 30], "mid": None}) == {"tiny": ["--steps", "30"], "mid": []}
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "step_cost.py"
     spec = importlib.util.spec_from_file_location("step_cost", path)

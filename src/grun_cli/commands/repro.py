@@ -75,7 +75,14 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
         find_tables,
         read_expected,
     )
-    from grun_cli.repro.runner import describe_machine, rows_for_expected, run_efficiency, run_table
+    from grun_cli.repro.runner import (
+        describe_machine,
+        efficiency_shapes,
+        rows_for_expected,
+        run_efficiency,
+        run_table,
+        step_shapes,
+    )
 
     scale = str(cfg.scale)
     if scale not in SCALES:
@@ -155,7 +162,10 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
         left_out = table.not_run(scale)  # scale=ci: the cells only scale=cpu runs
         partial = bool(only or left_out)  # part of the table runs: numbers and claims of what ran
         if table.kind == "efficiency":
-            result = run_efficiency(table, root.resolve().parent, out, int(cfg.repeats))
+            result = run_efficiency(table, root.resolve().parent, out, int(cfg.repeats), scale=scale)
+            skipped = set(step_shapes(table.settings.get("step_shapes", []))) - set(efficiency_shapes(table, scale))
+            left_out |= {k for k in (expected or {}).get("numbers", {}) if k.split("/")[0] in skipped}
+            partial = partial or bool(skipped)
         else:
             result = run_table(table, scale, seeds, out, data, extra, jobs=jobs, threads=threads)
         for failure in result.failures:

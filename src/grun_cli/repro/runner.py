@@ -255,7 +255,18 @@ def make_report(result: TableRun, table_out: Path, seed: int, references: Sequen
 
 
 # -- the efficiency table -----------------------------------------------------------------
-def run_efficiency(table: Table, repo: Path, out: Path, repeats: int, echo: Any = print) -> TableRun:
+def efficiency_shapes(table: Table, scale: str) -> dict[str, list[str]]:
+    """The shapes whose steps ``scale`` times: `ci_step_shapes` (CI's time budget) at scale=ci,
+    every one of `step_shapes` otherwise."""
+    shapes = step_shapes(table.settings.get("step_shapes", ["tiny"]))
+    ci = table.settings.get("ci_step_shapes")
+    if scale == "ci" and ci is not None:
+        return {k: v for k, v in shapes.items() if k in {str(c) for c in ci}}
+    return shapes
+
+
+def run_efficiency(table: Table, repo: Path, out: Path, repeats: int, echo: Any = print,
+                   scale: str = "cpu") -> TableRun:
     """Step time / peak memory ratios (benchmarks/step_cost.py, one run per repeat) and the
     trainable parameters at full-size shapes (counted on the meta device, no weights)."""
     started = time.time()
@@ -264,7 +275,7 @@ def run_efficiency(table: Table, repo: Path, out: Path, repeats: int, echo: Any 
         raise GrunError(f"the efficiency table needs {script}; run grun repro from a clone of the repository")
     result = TableRun(table, None)
     settings = table.settings
-    shapes = step_shapes(settings.get("step_shapes", ["tiny"]))
+    shapes = efficiency_shapes(table, scale)
     counts = [str(s) for s in settings.get("count_shapes", [])]
     out_dir = out / table.name
     out_dir.mkdir(parents=True, exist_ok=True)
