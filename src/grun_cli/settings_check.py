@@ -287,12 +287,10 @@ def _eval(cfg: Mapping[str, Any]) -> Iterator[str]:
                "out to evaluate model=")
     adapter = None
     if run is not None and str(run).strip():  # the folder's card, markers and checksums, before anything loads
-        from grun_cli.train.run_card import read_run_card
+        from grun_cli.train.run_card import read_run_card, trained_adapter
 
         try:
-            card = read_run_card(Path(str(run)).expanduser())
-            if card.get("command") == "unlearn":
-                adapter = ((card.get("config") or {}).get("adapter") or {}).get("kind")
+            adapter = trained_adapter(read_run_card(Path(str(run)).expanduser()))
         except GrunError as e:
             yield str(e)
     yield from _attacks(cfg.get("eval") or {}, adapter)

@@ -22,7 +22,7 @@ from grun_cli.data import make_source
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json
 from grun_cli.models.template import PromptTemplate
-from grun_cli.train.run_card import read_run_card, run_card, write_run_card
+from grun_cli.train.run_card import read_run_card, run_card, trained_adapter, write_run_card
 from grun_cli.train.tracking import Tracker, start_tracking
 
 log = logging.getLogger("grun.eval")
@@ -286,9 +286,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.run:
         card = _adopt_run(cfg, Path(str(cfg.run)))
     source = make_source(cfg.data, data_root=cfg.paths.data_dir)
-    run_adapter = ((card or {}).get("config") or {}).get("adapter", {}).get("kind") \
-        if card is not None and card["command"] == "unlearn" else None
-    check_evaluation(cfg, source, run_adapter)  # before loading any model
+    check_evaluation(cfg, source, trained_adapter(card))  # before loading any model
     if card is not None and card["command"] == "unlearn":
         from grun_cli.api import load_run
 

@@ -76,6 +76,13 @@ def read_run_card(run_dir: Path, command: str | None = None) -> dict[str, Any]:
     return card
 
 
+def trained_adapter(card: Mapping[str, Any] | None) -> str | None:
+    """The adapter kind a `grun unlearn` run's card says it trained; None for any other card."""
+    if not card or card.get("command") != "unlearn":
+        return None
+    return ((card.get("config") or {}).get("adapter") or {}).get("kind")
+
+
 def write_run_card(run_dir: Path, card: Mapping[str, Any]) -> None:
     """The card, last, with the checksum of every result file: its presence marks a complete run."""
     from grun_cli.integrity import digests, result_files
