@@ -78,6 +78,15 @@ class GrunSettings(_Group):
     cache_prefix: Literal["auto", True, False] = "auto"
     cache_prefix_max_gb: NonNegative = 8.0
     gate_negatives: list[str] = []
+    combine: Literal["sum", "official"] = "sum"
+    combine_coeff: float = 0.6
+    combine_bias: float = 0.6
+
+
+class SequenceSettings(_Group):
+    requests: Annotated[int, Field(ge=1)] | list[str] | None = None
+    split: str | None = None
+    retain_split: str = "full"
 
 
 class LoraSettings(_Group):
@@ -248,12 +257,44 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
             except GrunError as e:
                 yield str(e)
         yield from conflicts([str(s) for s in adapter.get("gate_negatives") or []], evaluation)
+    sequence = cfg.get("sequence")
+    if isinstance(sequence, Mapping):
+        yield from _schema(sequence, SequenceSettings, "sequence")
+        yield from _sequence(cfg, sequence)
     idk = method.get("idk_answers")
     if idk and not Path(str(idk)).expanduser().is_file():
         yield (f"method.idk_answers={idk} does not exist; give a file with one answer per line, or null for "
                "the built-in list")
     yield from _files(cfg)
     yield from _data(cfg, ["forget", "retain"])
+
+
+def _sequence(cfg: Mapping[str, Any], sequence: Mapping[str, Any]) -> Iterator[str]:
+    """A sequence's requests resolved against the data (every request forgets someone new), and
+    what a sequence cannot do yet."""
+    from grun_cli.sequence.requests import is_sequence, plan, union_split
+
+    if not is_sequence(cfg):
+        return
+    data = cfg.get("data") or {}
+    if data.get("kind") == "text":
+        yield (f"sequence=...: forget requests are groups of TOFU authors; data={data.get('name')} has text "
+               "corpora (not supported for sequences yet); use data=tofu or data=synthetic")
+        return
+    if cfg.get("resume"):
+        yield "resume= does not continue a sequence yet; start the sequence again in a new folder"
+    try:
+        split = union_split(sequence)
+        from grun_cli.data import make_source
+
+        source = make_source({**dict(data), "forget_split": split}, data_root=(cfg.get("paths") or {}).get("data_dir"))
+        if data.get("name") != "synthetic" and getattr(source, "local_dir", None) is None:
+            return  # a Hub data set: checked once it is downloaded
+        plan(sequence, source)
+        retain = str(sequence.get("retain_split") or "full")
+        source.rows(retain)
+    except GrunError as e:
+        yield str(e)
 
 
 def _finetune(cfg: Mapping[str, Any]) -> Iterator[str]:

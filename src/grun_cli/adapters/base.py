@@ -111,6 +111,10 @@ class Adapter(ABC):
     def prepare(self, needs_reference: bool) -> None:  # noqa: B027 - optional hook
         """Called once before training with what the method needs."""
 
+    def next_request(self) -> None:  # noqa: B027 - optional hook
+        """Sequential unlearning (LoRA, full): training goes on from the weights as they are, so
+        the next request's reference (its starting model) is the model now, not the base."""
+
     @contextlib.contextmanager
     def editing(self, positions: Any, role: str | None = None, once: bool = False) -> Iterator[None]:
         yield

@@ -47,6 +47,9 @@ class FullAdapter(Adapter):
         if needs_reference and self.frozen is None:
             self.frozen = copy.deepcopy(self.model).eval().requires_grad_(False)
 
+    def next_request(self) -> None:
+        self.frozen = None  # a live reference copies the model as it is now at prepare()
+
     def trainable_parameters(self) -> list[Any]:
         return [p for p in self.model.parameters() if p.requires_grad]
 

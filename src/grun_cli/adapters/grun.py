@@ -23,6 +23,8 @@ from grun_cli.adapters.base import Adapter, decoder_layers
 from grun_cli.errors import GrunError
 
 GATES = ("linear", "mlp")
+COMBINES = ("sum", "official")
+STACK_DIR = "stack"
 
 
 def _loreft_class() -> type:
@@ -55,11 +57,16 @@ class GatedLoReFT(nn.Module):
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h: (n, d) hidden states at the edit positions -> (edited h, gate values (n,))."""
         x = h.to(self.dtype)
+        g, delta = self.gated_parts(x)
+        return (x + g.unsqueeze(-1) * delta).to(h.dtype), g
+
+    def gated_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (n, d) in the edit's dtype -> (gate values (n,), ungated delta (n, d))."""
         g = torch.sigmoid(self.gate(x)).squeeze(-1).float()
         rotate = self.loreft.rotate_layer
         # LoreftIntervention's forward minus its input: R^T (act(W x + b) - R x)
         delta = torch.matmul(self.loreft.act_fn(self.loreft.learned_source(x)) - rotate(x), rotate.weight.T)
-        return (x + g.unsqueeze(-1) * delta).to(h.dtype), g
+        return g, delta
 
     def rotation(self) -> torch.Tensor:
         return self.loreft.rotate_layer.weight
@@ -115,14 +122,24 @@ class GrunAdapter(Adapter):
         if dtype != torch.float32 and device.type == "cpu":
             raise GrunError(f"adapter.dtype={name} on CPU: the LoReFT rotation's Householder product "
                             "has no half-precision CPU kernel; use adapter.dtype=float32")
+        self.combine = str(cfg.get("combine") or "sum")
+        if self.combine not in COMBINES:
+            raise GrunError(f"adapter.combine={self.combine} is not one of {', '.join(COMBINES)}")
+        self.combine_coeff = float(cfg.get("combine_coeff", 0.6))
+        self.combine_bias = float(cfg.get("combine_bias", 0.6))
         self.edits = nn.ModuleDict({str(i): GatedLoReFT(hidden, self.rank, self.gate_kind, dtype)
                                     for i in self.layers}).to(device)
         # Attached so .to(), .train() and the HF Trainer see the edit as part of the model.
         model.add_module("grun_edits", self.edits)
+        # Earlier forget requests' edits (sequential unlearning), frozen, oldest first; attached
+        # to the model only once there is one.
+        self.stack = nn.ModuleList()
+        self.stack_info: list[dict[str, Any]] = []
         self._positions: torch.Tensor | None = None
         self._role: str | None = None
         self._once = False
         self._enabled = True
+        self._current_on = True
         self.gate_records: list[tuple[str, torch.Tensor]] = []  # (role, gates (layers, batch))
         self._pending: list[torch.Tensor] = []
         self._handles = [blocks[i].register_forward_hook(self._hook(i)) for i in self.layers]
@@ -130,21 +147,51 @@ class GrunAdapter(Adapter):
 
     # -- hooks ---------------------------------------------------------------------------
     def _hook(self, layer: int):
-        edit = self.edits[str(layer)]
+        key = str(layer)
 
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
             if not self._enabled or self._positions is None:
                 return output
+            edits = [frozen[key] for frozen in self.stack] + ([self.edits[key]] if self._current_on else [])
+            if not edits:
+                return output
             h = output[0] if isinstance(output, tuple) else output
             rows = torch.arange(h.shape[0], device=h.device)
             pos = self._positions.to(h.device)
-            new, g = edit(h[rows, pos])
+            new, g = self._apply(edits, h[rows, pos])
             h = h.index_put((rows, pos), new)
-            if self._role is not None:
+            if self._role is not None and g is not None:
                 self._pending.append(g)
             return (h, *output[1:]) if isinstance(output, tuple) else h
 
         return hook
+
+    def _apply(self, edits: list[GatedLoReFT], h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The active edits on h (n, d) -> (edited h, the gate values to record). One edit: its
+        own arithmetic (a one-request stack is the single run exactly). Several: h plus
+        ``combine_scale`` times the sum of their gated deltas, each read from the same h. The
+        gate recorded is the trained edit's for training roles (its BCE), and for diagnostics the
+        largest gate of the stack (whether any edit opens on the prompt)."""
+        if len(edits) == 1:
+            new, g = edits[0](h)
+            return new, (g if self._current_on or self._role == "diagnostics" else None)
+        x = h.to(edits[0].dtype)
+        parts = [edit.gated_parts(x) for edit in edits]
+        total = parts[0][0].unsqueeze(-1) * parts[0][1]
+        for g, delta in parts[1:]:
+            total = total + g.unsqueeze(-1) * delta
+        new = (x + self.combine_scale(len(edits)) * total).to(h.dtype)
+        if self._role == "diagnostics":
+            return new, torch.stack([g for g, _ in parts]).amax(0)
+        return new, (parts[-1][0] if self._current_on else None)
+
+    def combine_scale(self, active: int) -> float:
+        """The factor on the summed gated deltas of ``active`` edits: 1 for ``combine=sum``; the
+        official release's ``coeff * active + bias`` (GatedLoreftIntervention_MultipleGate,
+        0.6 and 0.6 by default) for ``combine=official`` once two or more edits are stacked."""
+        if self.combine == "official" and active >= 2:
+            return self.combine_coeff * active + self.combine_bias
+        return 1.0
 
     def _flush(self) -> None:
         if self._pending:
@@ -218,12 +265,53 @@ class GrunAdapter(Adapter):
 
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:
+        """Every edit off, the stacked ones too: the frozen base model."""
         saved = self._enabled
         self._enabled = False
         try:
             yield
         finally:
             self._enabled = saved
+
+    @contextlib.contextmanager
+    def current_off(self) -> Iterator[None]:
+        """Only the edit being trained off: the model this request starts from (the base model
+        plus the earlier requests' edits)."""
+        saved = self._current_on
+        self._current_on = False
+        try:
+            yield
+        finally:
+            self._current_on = saved
+
+    def reference_model(self) -> tuple[Any, Any]:
+        return self.model, (self.current_off() if len(self.stack) else self.disabled())
+
+    # -- sequential unlearning -----------------------------------------------------------
+    def push_stack(self, edits: nn.ModuleDict, info: Mapping[str, Any]) -> None:
+        """Add an earlier request's edit (same layers) under the one being trained, frozen with
+        its rotation as a plain matrix (exactly as saved, so a reload is bit-identical)."""
+        if set(edits) != set(self.edits):
+            raise GrunError(f"a stacked GRUN edit must edit the same blocks: the earlier request edits "
+                            f"{sorted(int(k) for k in edits)}, this one {self.layers}; keep adapter.layers")
+        for edit in edits.values():
+            if not isinstance(edit.loreft.rotate_layer.weight, nn.Parameter):  # still parametrized
+                edit.fix_rotation(edit.rotation())
+        edits.requires_grad_(False)
+        info = {**info, "file": info.get("file") or f"{STACK_DIR}/request_{len(self.stack) + 1:02d}.safetensors"}
+        if not len(self.stack):
+            self.model.add_module("grun_edits_stack", self.stack)
+        self.stack.append(edits)
+        self.stack_info.append(dict(info))
+        self.cfg["stack"] = [dict(i) for i in self.stack_info]
+
+    def detach(self) -> None:
+        """Take every edit off the model (hooks and modules): the next request builds its own
+        adapter on the same base model."""
+        self.remove()
+        for name in ("grun_edits", "grun_edits_stack"):
+            if name in self.model._modules:
+                del self.model._modules[name]
 
     def aux_loss(self, batch: Mapping[str, Any], forward: Any) -> dict[str, Any]:
         """gate_weight * BCE(gates, forget=1 / retain=0) over every edited layer."""
@@ -257,51 +345,78 @@ class GrunAdapter(Adapter):
         return err
 
     def save_weights(self, directory: Path) -> None:
+        """grun_edits.safetensors: the edit this run trained; stack/<name>.safetensors: each
+        earlier request's edit (named, with its provenance, in the config's ``stack``)."""
         from safetensors.torch import save_file
 
-        tensors = {}
-        for layer, edit in self.edits.items():
-            tensors[f"{layer}.rotation"] = edit.rotation().detach().contiguous().cpu()
-            for name, p in edit.loreft.learned_source.named_parameters():
-                tensors[f"{layer}.learned_source.{name}"] = p.detach().contiguous().cpu()
-            for name, p in edit.gate.named_parameters():
-                tensors[f"{layer}.gate.{name}"] = p.detach().contiguous().cpu()
-        save_file(tensors, str(directory / "grun_edits.safetensors"))
+        save_file(_edit_tensors(self.edits), str(directory / "grun_edits.safetensors"))
+        for info, edits in zip(self.stack_info, self.stack, strict=True):
+            (directory / STACK_DIR).mkdir(exist_ok=True)
+            save_file(_edit_tensors(edits), str(directory / info["file"]))
 
     def load_weights(self, directory: Path, trainable: bool = False) -> None:
-        """Put saved edits back. Inference (default): the rotation as a plain matrix, exactly as
-        saved. ``trainable``: through the orthogonal parametrization (its right inverse, equal
-        to the saved rotation to float rounding, ~1e-7), so training can go on from it and keep
-        the rotation orthonormal."""
-        from safetensors.torch import load_file
-
-        path = directory / "grun_edits.safetensors"
-        try:
-            tensors = load_file(str(path))
-        except FileNotFoundError:
-            raise GrunError(f"{path} is missing; copy the whole adapter folder again or rerun it") from None
-        except Exception as e:  # a folder from before checksums: safetensors finds the damage itself
-            raise GrunError(f"{path} is unreadable ({type(e).__name__}: truncated or corrupted); copy the adapter "
-                            "folder again or rerun it") from None
-        expected = {k.split(".")[0] for k in tensors}
-        if expected != set(self.edits):
-            raise GrunError(f"{directory}: adapter edits layers {sorted(expected)} but the config "
-                            f"says {sorted(self.edits)}; the folder is inconsistent")
-        for layer, edit in self.edits.items():
-            device = next(edit.parameters()).device
-            rotation = tensors[f"{layer}.rotation"].to(device)
-            if trainable:
-                with torch.no_grad():
-                    edit.loreft.rotate_layer.weight = rotation.to(edit.dtype)
-            else:
-                edit.fix_rotation(rotation)
-            for name, p in edit.loreft.learned_source.named_parameters():
-                p.data.copy_(tensors[f"{layer}.learned_source.{name}"])
-            for name, p in edit.gate.named_parameters():
-                p.data.copy_(tensors[f"{layer}.gate.{name}"])
+        """Put saved edits back (the stacked ones first, frozen). Inference (default): the
+        rotation as a plain matrix, exactly as saved. ``trainable``: through the orthogonal
+        parametrization (its right inverse, equal to the saved rotation to float rounding,
+        ~1e-7), so training can go on from it and keep the rotation orthonormal."""
+        for info in self.cfg.get("stack") or []:
+            edits = self._fresh_edits()
+            _fill_edits(edits, _read_edits(directory, str(info["file"])), directory, trainable=False)
+            self.push_stack(edits, info)
+        _fill_edits(self.edits, _read_edits(directory, "grun_edits.safetensors"), directory, trainable)
         self.edits.requires_grad_(trainable)
+
+    def _fresh_edits(self) -> nn.ModuleDict:
+        first = next(iter(self.edits.values()))
+        device = next(first.parameters()).device
+        hidden = int(self.model.config.hidden_size)
+        return nn.ModuleDict({str(i): GatedLoReFT(hidden, self.rank, self.gate_kind, first.dtype)
+                              for i in self.layers}).to(device)
 
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+def _edit_tensors(edits: nn.ModuleDict) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for layer, edit in edits.items():
+        tensors[f"{layer}.rotation"] = edit.rotation().detach().contiguous().cpu()
+        for name, p in edit.loreft.learned_source.named_parameters():
+            tensors[f"{layer}.learned_source.{name}"] = p.detach().contiguous().cpu()
+        for name, p in edit.gate.named_parameters():
+            tensors[f"{layer}.gate.{name}"] = p.detach().contiguous().cpu()
+    return tensors
+
+
+def _read_edits(directory: Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = directory / name
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise GrunError(f"{path} is missing; copy the whole adapter folder again or rerun it") from None
+    except Exception as e:  # a folder from before checksums: safetensors finds the damage itself
+        raise GrunError(f"{path} is unreadable ({type(e).__name__}: truncated or corrupted); copy the adapter "
+                        "folder again or rerun it") from None
+
+
+def _fill_edits(edits: nn.ModuleDict, tensors: Mapping[str, torch.Tensor], directory: Path, trainable: bool) -> None:
+    expected = {k.split(".")[0] for k in tensors}
+    if expected != set(edits):
+        raise GrunError(f"{directory}: adapter edits layers {sorted(expected)} but the config "
+                        f"says {sorted(edits)}; the folder is inconsistent")
+    for layer, edit in edits.items():
+        device = next(edit.parameters()).device
+        rotation = tensors[f"{layer}.rotation"].to(device)
+        if trainable:
+            with torch.no_grad():
+                edit.loreft.rotate_layer.weight = rotation.to(edit.dtype)
+        else:
+            edit.fix_rotation(rotation)
+        for name, p in edit.loreft.learned_source.named_parameters():
+            p.data.copy_(tensors[f"{layer}.learned_source.{name}"])
+        for name, p in edit.gate.named_parameters():
+            p.data.copy_(tensors[f"{layer}.gate.{name}"])

@@ -33,6 +33,29 @@ class LoraAdapter(Adapter):
     def trainable_parameters(self) -> list[Any]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def next_request(self) -> None:
+        self.continuing = True
+        self.frozen: Any = None
+
+    def prepare(self, needs_reference: bool) -> None:
+        """A request after the first starts from the trained LoRA, not the base model: a live
+        reference is a frozen copy of the model as it is now (the first request's is the base
+        model, the adapter disabled)."""
+        if getattr(self, "continuing", False) and needs_reference and self.frozen is None:
+            import copy
+
+            self.frozen = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    def reference_model(self) -> tuple[Any, Any]:
+        if getattr(self, "frozen", None) is not None:
+            return self.frozen, contextlib.nullcontext()
+        return self.model, self.disabled()
+
+    def starting_model(self) -> tuple[Any, Any]:
+        if getattr(self, "continuing", False) and getattr(self, "frozen", None) is None:
+            return self.model, contextlib.nullcontext()  # the trained LoRA: valid before training
+        return self.reference_model()
+
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:
         with self.model.disable_adapter():

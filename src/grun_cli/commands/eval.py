@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,12 @@ def prompt_attack_gates(cfg: DictConfig, adapter: Any, tokenizer: Any, template:
 
 
 def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
-                    adapter: Any = None, tracker: Tracker | None = None) -> tuple[dict[str, Any], str]:
+                    adapter: Any = None, tracker: Tracker | None = None,
+                    forget_groups: Mapping[str, Sequence[int]] | None = None) -> tuple[dict[str, Any], str]:
     """Evaluate one model on TOFU; write TOFU_EVAL.json into ``out``; return the headline
-    metrics (plus gate diagnostics for GRUN) and where the forget-quality reference came from."""
+    metrics (plus gate diagnostics for GRUN) and where the forget-quality reference came from.
+    ``forget_groups`` (name -> authors, e.g. a sequence's requests) adds each group's forget
+    metrics (``group_summary``)."""
     from grun_cli.eval.gates import gate_report
     from grun_cli.eval.reference import LOG_FILE, resolve_reference, write_logs
     from grun_cli.eval.tofu import Evaluator, eval_sets, summarise
@@ -107,6 +111,12 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
 
     reference, ref_source = resolve_reference(cfg, evaluate_reference)
     metrics: dict[str, Any] = summarise(logs, reference)
+    if forget_groups:
+        from grun_cli.eval.tofu import group_summary
+
+        rows = {name: [r["index"] for r in sets["forget"] if r["author"] in set(authors)]
+                for name, authors in forget_groups.items()}
+        metrics.update(group_summary(logs, reference, rows, str(cfg.eval.get("truth_ratio", "tofu"))))
     if adapter is not None:
         metrics.update(gate_report(adapter, tokenizer, template, sets, save_to=out))
         metrics.update(prompt_attack_gates(cfg, adapter, tokenizer, template, sets))
@@ -205,11 +215,13 @@ def check_evaluation(cfg: DictConfig, source: Any, adapter: str | None = None) -
 
 
 def run_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
-                   adapter: Any = None, tracker: Tracker | None = None, text_nll: bool = True) -> dict[str, Any]:
-    """The evaluation ``eval.kind`` names: tofu or lm_eval (checked by check_evaluation first)."""
+                   adapter: Any = None, tracker: Tracker | None = None, text_nll: bool = True,
+                   forget_groups: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+    """The evaluation ``eval.kind`` names: tofu or lm_eval (checked by check_evaluation first).
+    ``forget_groups``: TOFU's forget metrics per group of authors too (tofu_evaluation)."""
     if str(cfg.eval.get("kind", "tofu")) == "tofu":
         metrics, ref_source = tofu_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source,
-                                              adapter=adapter, tracker=tracker)
+                                              adapter=adapter, tracker=tracker, forget_groups=forget_groups)
         return {**metrics, "forget_quality_reference": ref_source}
     return harness_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
                               tracker=tracker, text_nll=text_nll)

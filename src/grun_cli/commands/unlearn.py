@@ -12,6 +12,7 @@ import logging
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,20 +63,90 @@ def unlearn(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    from grun_cli import distributed
-    from grun_cli.adapters import make_adapter
-    from grun_cli.adapters.base import base_fingerprint
-    from grun_cli.data.idk import load_idk_answers
-    from grun_cli.data.unlearn import ForgetRetainDataset, UnlearnCollator
-    from grun_cli.eval.gates import gate_report, text_gate_report
-    from grun_cli.methods import make_method
-    from grun_cli.train.checkpoints import drop_checkpoints, resume_checkpoint, train
-    from grun_cli.train.trainer import NaNGuard, training_arguments
-    from grun_cli.train.unlearn_trainer import UnlearnTrainer
+@dataclass
+class Setup:
+    """What every unlearning run prepares once before training: the method, the data, the
+    target model and the row encoding (a sequence trains several requests on it)."""
 
-    started = time.time()
-    config = plain_config(cfg)
+    cfg: DictConfig
+    method: Any
+    source: Any
+    loaded: Any
+    template: PromptTemplate
+    idk_answers: Any
+    idk_source: Any
+    negatives: Any
+    main: bool
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        return int(self.cfg.model.max_length)
+
+    def dataset(self, forget_rows: list[dict[str, Any]], retain_rows: list[dict[str, Any]]) -> Any:
+        """The paired training items (sharded on a data-parallel launch)."""
+        from grun_cli import distributed
+        from grun_cli.data.unlearn import ForgetRetainDataset
+
+        cfg = self.cfg
+        dataset = ForgetRetainDataset(forget_rows, retain_rows, self.tokenizer, self.template, self.max_length,
+                                      pairing=str(cfg.pairing), seed=int(cfg.seed), idk_answers=self.idk_answers,
+                                      encode=self.encode, negatives=self.negatives)
+        if distributed.world_size() > 1:
+            from grun_cli.train.trainer import per_process_batch
+
+            dataset.shard(distributed.rank(), distributed.world_size(), per_process_batch(cfg.train))
+        return dataset
+
+    def encode(self, row: dict[str, Any]) -> dict[str, Any]:
+        return self.source.encode_for_unlearning(self.tokenizer, self.template, row, self.max_length)
+
+    def probe_sets(self, forget_rows: list[dict[str, Any]], retain_rows: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.source.kind == "text":  # the held-out texts, read by probe()
+            return {}
+        n = int(self.cfg.probe.max_rows)
+        return {"forget": spread(forget_rows, n), "retain": spread(retain_rows, n)}
+
+    def probe(self, model: Any, sets: dict[str, Any], prefix: str, adapter: Any = None) -> dict[str, float]:
+        return probe(model, self.tokenizer, self.template, sets, self.cfg, adapter=adapter, prefix=prefix,
+                     source=self.source)
+
+    def trainer(self, adapter: Any, dataset: Any, folder: Path, tracker: Any) -> Any:
+        from grun_cli.train.trainer import NaNGuard, training_arguments
+        from grun_cli.train.unlearn_trainer import UnlearnTrainer
+
+        cfg = self.cfg
+        args = training_arguments(cfg.train, str(folder), tracker.report_to, int(cfg.seed))
+        return UnlearnTrainer(model=adapter.model, args=args, train_dataset=dataset,
+                              data_collator=_collator(self.tokenizer.pad_token_id), callbacks=[NaNGuard()],
+                              method=self.method, adapter=adapter,
+                              unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0))
+
+    def base_record(self, adapter: Any, fingerprint_: str) -> dict[str, Any]:
+        return {"source": self.loaded.source, "revision": self.loaded.revision,
+                "fingerprint": fingerprint_, "parameters": adapter.base_parameters}
+
+    def save_adapter(self, adapter: Any, folder: Path, base: dict[str, Any]) -> None:
+        with atomic_dir(folder) as tmp:
+            adapter.save(tmp, base)
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+
+
+def _collator(pad_id: int) -> Any:
+    from grun_cli.data.unlearn import UnlearnCollator
+
+    return UnlearnCollator(pad_id)
+
+
+def setup(cfg: DictConfig) -> Setup:
+    """Settings checked, data read, target model loaded (built and cached for the tiny model)."""
+    from grun_cli import distributed
+    from grun_cli.data.idk import load_idk_answers
+    from grun_cli.methods import make_method
+
     seed_everything(cfg.seed)
     method = make_method(cfg.method)
     distributed.check(cfg, str(cfg.adapter.kind))
@@ -93,14 +164,9 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         from grun_cli.commands.eval import check_evaluation
 
         check_evaluation(cfg, source, str(cfg.adapter.kind))
-    forget_rows, retain_rows = source.rows("forget"), source.rows("retain")
-    log.info("data: %s: forget %s (%d rows), retain %s (%d rows)", source.describe(),
-             source.forget_split, len(forget_rows), source.retain_split, len(retain_rows))
-
     with distributed.main_first():
         model_cfg = ensure_target(cfg)
         loaded = load_model(model_cfg, source.tokenizer_corpus, cfg.paths.cache_dir)
-    tokenizer = loaded.tokenizer
     template = PromptTemplate.from_config(cfg.model.template)
     max_length = int(cfg.model.max_length)
     if method.needs_idk and source.kind == "text":
@@ -108,60 +174,61 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
                         f"(data=tofu or synthetic), not the text corpora of data={cfg.data.name}")
     idk_answers, idk_source = (load_idk_answers(cfg.method.get("idk_answers"), cfg.paths.data_dir)
                                if method.needs_idk else (None, None))
-
-    def encode(row: dict[str, Any]) -> dict[str, Any]:
-        return source.encode_for_unlearning(tokenizer, template, row, max_length)
-
     negatives = None
     if cfg.adapter.kind == "grun" and cfg.adapter.get("gate_negatives"):
         from grun_cli.data.gate_negatives import encode_negatives, read_prompts
 
         negatives = encode_negatives(read_prompts(list(cfg.adapter.gate_negatives), cfg.paths.data_dir), source,
-                                     tokenizer, template, max_length)
+                                     loaded.tokenizer, template, max_length)
         log.info("gate negatives: %d prompts from %s", len(negatives), list(cfg.adapter.gate_negatives))
-    dataset = ForgetRetainDataset(forget_rows, retain_rows, tokenizer, template, max_length,
-                                  pairing=str(cfg.pairing), seed=int(cfg.seed), idk_answers=idk_answers,
-                                  encode=encode, negatives=negatives)
+    return Setup(cfg, method, source, loaded, template, idk_answers, idk_source, negatives, main)
 
-    if distributed.world_size() > 1:
-        from grun_cli.train.trainer import per_process_batch
 
-        dataset.shard(distributed.rank(), distributed.world_size(), per_process_batch(cfg.train))
-    probe_sets = {} if source.kind == "text" else {  # text: the held-out texts, read by probe()
-        "forget": spread(forget_rows, int(cfg.probe.max_rows)), "retain": spread(retain_rows, int(cfg.probe.max_rows))}
-    metrics: dict[str, Any] = probe(loaded.model, tokenizer, template, probe_sets, cfg, prefix="before_",
-                                    source=source) if main else {}
+def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    from grun_cli.sequence.requests import is_sequence
 
-    base_print = base_fingerprint(loaded.model)  # before any adapter touches the model
+    if is_sequence(cfg):
+        from grun_cli.sequence.run import run_sequence
+
+        return run_sequence(cfg, out)
+    from grun_cli.adapters import make_adapter
+    from grun_cli.adapters.base import base_fingerprint
+    from grun_cli.eval.gates import gate_report, text_gate_report
+    from grun_cli.train.checkpoints import drop_checkpoints, resume_checkpoint, train
+
+    started = time.time()
+    config = plain_config(cfg)
+    s = setup(cfg)
+    source, tokenizer, main = s.source, s.tokenizer, s.main
+    forget_rows, retain_rows = source.rows("forget"), source.rows("retain")
+    log.info("data: %s: forget %s (%d rows), retain %s (%d rows)", source.describe(),
+             source.forget_split, len(forget_rows), source.retain_split, len(retain_rows))
+    dataset = s.dataset(forget_rows, retain_rows)
+    probe_sets = s.probe_sets(forget_rows, retain_rows)
+    metrics: dict[str, Any] = s.probe(s.loaded.model, probe_sets, "before_") if main else {}
+
+    base_print = base_fingerprint(s.loaded.model)  # before any adapter touches the model
     seed_everything(cfg.seed)  # the edit's initialisation must not depend on what ran before
-    adapter = make_adapter(loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
-    caches = prepare_caches(cfg, method, adapter, dataset, tokenizer.pad_token_id)
+    adapter = make_adapter(s.loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
+    caches = prepare_caches(cfg, s.method, adapter, dataset, tokenizer.pad_token_id)
     efficiency = adapter.describe()
-    log.info("method %s on adapter %s: %s trainable parameters (%.4f%% of %s)", method.name,
+    log.info("method %s on adapter %s: %s trainable parameters (%.4f%% of %s)", s.method.name,
              adapter.kind, f"{efficiency['trainable_parameters']:,}", efficiency["trainable_percent"],
              f"{adapter.base_parameters:,}")
 
     tracker = start_tracking(cfg.logger, out, config, job_type="unlearn", name=out.name)
-    args = training_arguments(cfg.train, str(out / "trainer"), tracker.report_to, int(cfg.seed))
-    trainer = UnlearnTrainer(model=adapter.model, args=args, train_dataset=dataset,
-                             data_collator=UnlearnCollator(tokenizer.pad_token_id), callbacks=[NaNGuard()],
-                             method=method, adapter=adapter,
-                             unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0))
+    trainer = s.trainer(adapter, dataset, out / "trainer", tracker)
     try:
         train(trainer, "unlearn", resume_checkpoint(cfg, out))
         if not main:
             return {}
-        metrics.update(probe(adapter.model, tokenizer, template, probe_sets, cfg, adapter=adapter,
-                             prefix="after_", source=source))
+        metrics.update(s.probe(adapter.model, probe_sets, "after_", adapter=adapter))
         if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):
             raise GrunError(f"unlearning produced non-finite likelihoods; lower train.lr ({metrics})")
         # Save what was trained before evaluating, so an evaluation failure does not lose it
         # (the run is complete only once run_card.json exists).
-        base = {"source": loaded.source, "revision": loaded.revision,
-                "fingerprint": base_print, "parameters": adapter.base_parameters}
-        with atomic_dir(out / "adapter") as tmp:
-            adapter.save(tmp, base)
-            tokenizer.save_pretrained(tmp / "tokenizer")
+        base = s.base_record(adapter, base_print)
+        s.save_adapter(adapter, out / "adapter", base)
         atomic_write_text(out / "train_log.jsonl",
                           "".join(json.dumps(h, sort_keys=True) + "\n" for h in trainer.state.log_history))
         if cfg.eval.enabled:
@@ -170,9 +237,9 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
             metrics.update(run_evaluation(cfg, out, model=adapter.model, tokenizer=tokenizer, source=source,
                                           adapter=adapter, tracker=tracker, text_nll=False))  # probed above
         elif source.kind == "text":
-            metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length, save_to=out))
+            metrics.update(text_gate_report(adapter, tokenizer, s.template, source, s.max_length, save_to=out))
         else:  # gate diagnostics on the probe rows instead of TOFU's evaluation sets
-            metrics.update(gate_report(adapter, tokenizer, template, {k: v for k, v in probe_sets.items() if v},
+            metrics.update(gate_report(adapter, tokenizer, s.template, {k: v for k, v in probe_sets.items() if v},
                                        save_to=out))
         metrics.update(efficiency)
         metrics.update(caches)
@@ -182,11 +249,11 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         atomic_write_json(out / "metrics.json", metrics)
         write_run_card(out, run_card(
             "unlearn", config, status="complete", adapter=str(out / "adapter"), base_model=base,
-            method=method.name, adapter_kind=adapter.kind, efficiency=efficiency,
+            method=s.method.name, adapter_kind=adapter.kind, efficiency=efficiency,
             data={"source": source.describe(), "forget_split": source.forget_split,
                   "retain_split": source.retain_split, "forget_rows": len(forget_rows),
                   "retain_rows": len(retain_rows), "pairing": str(cfg.pairing),
-                  "fingerprint": fingerprint(forget_rows + retain_rows), "idk_answers": idk_source},
+                  "fingerprint": fingerprint(forget_rows + retain_rows), "idk_answers": s.idk_source},
             metrics=metrics, wall_time_s=metrics["wall_time_s"]))
         drop_checkpoints(out)
     except BaseException:
@@ -232,7 +299,8 @@ def _report(metrics: dict[str, Any], out: Path) -> None:
         for label, key in ((f"{name} answer prob", f"{name}_answer_prob"), (f"{name} text NLL", f"{name}_text_nll")):
             if f"before_{key}" in metrics:
                 rows.append((label, f"{metrics[f'before_{key}']:.4f}", f"{metrics.get(f'after_{key}', float('nan')):.4f}"))
-    print("\n".join(f"  {a:<20} {b:>8} {c:>8}" for a, b, c in rows))
+    if len(rows) > 1:  # (a sequence reports its requests line by line instead)
+        print("\n".join(f"  {a:<20} {b:>8} {c:>8}" for a, b, c in rows))
     if "gate_forget_mean" in metrics:
         print(f"  gate mean: forget {metrics['gate_forget_mean']:.3f}, retain {metrics['gate_retain_mean']:.3f}")
     print(f"  trainable parameters: {metrics['trainable_parameters']:,} "

@@ -226,6 +226,37 @@ def summarise(logs: Logs, reference: Mapping[str, Any] | None) -> dict[str, floa
     return metrics
 
 
+#: What each group of forget rows reports (``group_summary``).
+GROUP_METRICS = ("forget_quality", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio")
+
+
+def group_summary(logs: Logs, reference: Mapping[str, Any] | None, groups: Mapping[str, Sequence[int]],
+                  style: str = "tofu") -> dict[str, float | None]:
+    """The forget metrics over subsets of the forget rows (``groups``: name -> row indices),
+    e.g. each forget request of a sequence: ``<name>_forget_Q_A_Prob`` etc., aggregated as over
+    the whole set, and ``<name>_forget_quality`` from the truth ratios of those questions
+    against the retain model's on the same questions (None without a reference)."""
+    ref = forget_ratios(reference) if reference is not None else {}
+    mine = forget_ratios(logs)
+    prob = logs["forget_Q_A_Prob"]["value_by_index"]
+    rouge = logs["forget_Q_A_ROUGE"]["value_by_index"]
+    out: dict[str, float | None] = {}
+    for name, indices in groups.items():
+        keys = [str(i) for i in indices]
+        missing = [k for k in keys if k not in mine]
+        if not keys or missing:
+            from grun_cli.errors import GrunError
+
+            raise GrunError(f"forget group {name}: rows {missing[:5] or keys} are not in the evaluation's forget set")
+        ratios = [mine[k] for k in keys]
+        out[f"{name}_forget_Q_A_Prob"] = statistics.fmean(prob[k]["prob"] for k in keys)
+        out[f"{name}_forget_Q_A_ROUGE"] = statistics.fmean(rouge[k]["rougeL_recall"] for k in keys)
+        out[f"{name}_forget_truth_ratio"] = tm.aggregate_truth_ratio(ratios, "forget", style)
+        shared = [ref[k] for k in keys if k in ref]
+        out[f"{name}_forget_quality"] = tm.forget_quality(ratios, shared) if len(shared) == len(keys) else None
+    return out
+
+
 def is_finite(metrics: Mapping[str, Any]) -> bool:
     return all(v is None or not isinstance(v, float) or math.isfinite(v) for v in metrics.values())
 

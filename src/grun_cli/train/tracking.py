@@ -40,6 +40,21 @@ class Tracker:
         except Exception as e:  # tracking must never break a run
             log.warning("W&B summary update failed: %s", e)
 
+    def log(self, values: Mapping[str, Any], axis: str | None = None) -> None:
+        """One row of a series (W&B's own step counter; ``axis`` names the metric to plot the
+        row's other values against, e.g. the request number of a sequence)."""
+        if self.run is None:
+            return
+        try:
+            if axis is not None:
+                self.run.define_metric(axis)
+                for key in values:
+                    if key != axis:
+                        self.run.define_metric(key, step_metric=axis)
+            self.run.log(dict(values))
+        except Exception as e:
+            log.warning("W&B log failed: %s", e)
+
     def image(self, name: str, path: Path) -> None:
         if self.run is None or not Path(path).is_file():
             return

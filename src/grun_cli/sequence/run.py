@@ -1,0 +1,190 @@
+"""`grun unlearn sequence=...`: forget requests one after the other in one run folder.
+
+Each request trains on its own authors' rows, with a retain set that leaves out every author
+forgotten so far. GRUN adds one gated edit per request on the frozen model (the earlier edits
+frozen underneath, combined as ``adapter.combine`` says); LoRA and full fine-tuning go on
+training from the previous request's weights. After each request the evaluation reports the
+forget metrics of every request's authors so far (``request_<k>_*``), of all of them together
+(``forgotten_*``) and the whole evaluation (model utility, ...), into
+``requests/<k>/`` and one line of ``sequence.jsonl``.
+
+The run folder is one run: ``adapter/`` is the final model (for GRUN, every request's edit with
+its provenance), loaded by ``grun eval run=``, ``load_run`` and the lm-eval bridge like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from grun_cli.commands.context import plain_config, seed_everything
+from grun_cli.data.source import fingerprint
+from grun_cli.errors import GrunError
+from grun_cli.io_utils import atomic_write_json, atomic_write_text
+from grun_cli.sequence.requests import Request, plan, request_rows, union_split
+from grun_cli.train.run_card import run_card, write_run_card
+from grun_cli.train.tracking import start_tracking
+
+log = logging.getLogger("grun.sequence")
+
+SEQUENCE_FILE = "sequence.jsonl"
+#: The per-request line's headline values (when the evaluation gives them).
+LINE_KEYS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio",
+             "retain_Q_A_Prob", "ra_Q_A_Prob_normalised", "wf_Q_A_Prob_normalised",
+             "gate_forget_mean", "gate_retain_mean")
+
+
+def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    from grun_cli.adapters.base import base_fingerprint
+    from grun_cli.commands.unlearn import setup
+
+    started = time.time()
+    split = union_split(cfg.sequence)
+    with open_dict(cfg):  # the evaluation's forget set (and its retain reference) is the union
+        cfg.data.forget_split = split
+    config = plain_config(cfg)
+    s = setup(cfg)
+    if s.source.kind == "text":
+        raise GrunError(f"sequence=...: forget requests are groups of TOFU authors; data={cfg.data.name} has "
+                        "text corpora (not supported for sequences yet); use data=tofu or data=synthetic")
+    if cfg.get("resume"):
+        raise GrunError("resume=true does not continue a sequence yet; start it again in a new folder")
+    requests = plan(cfg.sequence, s.source)
+    retain_split = str(cfg.sequence.get("retain_split") or "full")
+    log.info("sequence: %d requests over %s: %s", len(requests), split,
+             "; ".join(f"{r.number}: {r.name} (authors {list(r.authors)})" for r in requests))
+    base_print = base_fingerprint(s.loaded.model)
+    tracker = start_tracking(cfg.logger, out, config, job_type="unlearn", name=out.name)
+    adapter: Any = None
+    forgotten: list[int] = []
+    lines: list[dict[str, Any]] = []
+    try:
+        for request in requests:
+            adapter, line = _one_request(s, request, adapter, forgotten, retain_split, out, tracker, requests)
+            forgotten.extend(request.authors)
+            lines.append(line)
+            atomic_write_text(out / SEQUENCE_FILE, "".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
+            tracker.log({"sequence/request": request.number,
+                         **{f"sequence/{k}": v for k, v in line["metrics"].items() if isinstance(v, int | float)}},
+                        axis="sequence/request")
+            print(line_text(line), flush=True)
+        base = s.base_record(adapter, base_print)
+        s.save_adapter(adapter, out / "adapter", base)
+        metrics = {**lines[-1]["metrics"], **adapter.describe(), "requests": len(requests),
+                   "wall_time_s": round(time.time() - started, 1)}
+        tracker.summary(metrics)
+        atomic_write_json(out / "metrics.json", metrics)
+        write_run_card(out, run_card(
+            "unlearn", config, status="complete", adapter=str(out / "adapter"), base_model=base,
+            method=s.method.name, adapter_kind=adapter.kind, efficiency=adapter.describe(),
+            data={"source": s.source.describe(), "forget_split": split, "retain_split": retain_split,
+                  "pairing": str(cfg.pairing), "idk_answers": s.idk_source,
+                  "sequence": [line["request"] for line in lines]},
+            metrics=metrics, wall_time_s=metrics["wall_time_s"]))
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
+    return metrics
+
+
+def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], retain_split: str, out: Path,
+                 tracker: Any, requests: list[Request]) -> tuple[Any, dict[str, Any]]:
+    """Train and evaluate one request; returns the adapter (the next request builds on it) and
+    its sequence.jsonl line."""
+    from grun_cli.commands.unlearn import prepare_caches
+    from grun_cli.train.checkpoints import drop_checkpoints, train
+
+    cfg = s.cfg
+    started = time.time()
+    folder = out / "requests" / f"{request.number:02d}"
+    forget_rows, retain_rows = request_rows(s.source, request, forgotten, retain_split)
+    log.info("request %d/%d (%s): forget %d rows of authors %s, retain %d rows (%s without %d forgotten authors)",
+             request.number, len(requests), request.name, len(forget_rows), list(request.authors),
+             len(retain_rows), retain_split, len(forgotten) + len(request.authors))
+    dataset = s.dataset(forget_rows, retain_rows)
+    seed_everything(int(cfg.seed) + request.number - 1)  # each request's edit from its own seed
+    info = {"request": request.number, "name": request.name, "authors": list(request.authors),
+            "forget_rows": len(forget_rows), "retain_rows": len(retain_rows),
+            "fingerprint": fingerprint(forget_rows + retain_rows), "method": s.method.name}
+    adapter = next_adapter(s, previous, info)
+    caches = prepare_caches(cfg, s.method, adapter, dataset, s.tokenizer.pad_token_id)
+    trainer = s.trainer(adapter, dataset, folder / "trainer", tracker)
+    train(trainer, "unlearn", None)
+    info["train_steps"] = trainer.state.global_step
+    if adapter.kind == "grun":
+        adapter.cfg["request"] = info
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "train_log.jsonl",
+                      "".join(json.dumps(h, sort_keys=True) + "\n" for h in trainer.state.log_history))
+    drop_checkpoints(folder)
+    metrics = evaluate(s, adapter, folder, requests[: request.number])
+    metrics.update(caches)
+    metrics["train_steps"] = trainer.state.global_step
+    metrics["wall_time_s"] = round(time.time() - started, 1)
+    atomic_write_json(folder / "metrics.json", metrics)
+    line = {"request": info, "adapter": adapter.kind, "method": s.method.name, "seed": int(cfg.seed),
+            "forgotten_authors": len(forgotten) + len(request.authors), "metrics": metrics}
+    return adapter, line
+
+
+def next_adapter(s: Any, previous: Any, info: dict[str, Any]) -> Any:
+    """The adapter the next request trains: GRUN, a fresh gated edit over the earlier ones
+    (frozen); LoRA and full, the same weights trained further."""
+    from grun_cli.adapters import make_adapter
+
+    cfg = s.cfg
+    if previous is None:
+        return make_adapter(s.loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
+    if previous.kind != "grun":
+        previous.next_request()
+        return previous
+    earlier = [*zip(previous.stack, previous.stack_info, strict=True),
+               (previous.edits, previous.cfg.pop("request", {}))]
+    previous.detach()
+    adapter = make_adapter(s.loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
+    for edits, provenance in earlier:
+        adapter.push_stack(edits, provenance)
+    return adapter
+
+
+def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[str, Any]:
+    """The evaluation after a request: TOFU with every finished request's authors as a group and
+    all of them together (``eval.enabled``), else the answer probabilities of the probe rows."""
+    cfg = s.cfg
+    groups = {r.key: list(r.authors) for r in done}
+    groups["forgotten"] = [a for r in done for a in r.authors]
+    if cfg.eval.enabled:
+        from grun_cli.commands.eval import run_evaluation
+
+        return run_evaluation(cfg, folder, model=adapter.model, tokenizer=s.tokenizer, source=s.source,
+                              adapter=adapter, text_nll=False, forget_groups=groups)
+    metrics: dict[str, Any] = {}
+    for name, authors in groups.items():
+        rows = [r for r in s.source.rows("forget") if r["author"] in set(authors)]
+        metrics.update(s.probe(adapter.model, {"forget": rows}, f"{name}_", adapter=adapter))
+    retain = [r for r in s.source.rows("retain")]
+    metrics.update(s.probe(adapter.model, s.probe_sets([], retain), "", adapter=adapter))
+    return metrics
+
+
+def line_text(line: dict[str, Any]) -> str:
+    """One console line per request: forget quality / Prob on its own authors and on all so far,
+    model utility."""
+    m, k = line["metrics"], line["request"]["request"]
+
+    def fmt(key: str) -> str:
+        v = m.get(key)
+        return "n/a" if v is None else f"{v:.4g}"
+
+    if "model_utility" in m:
+        return (f"request {k} ({line['request']['name']}): this request FQ {fmt(f'request_{k}_forget_quality')} "
+                f"Prob {fmt(f'request_{k}_forget_Q_A_Prob')}; all forgotten FQ {fmt('forgotten_forget_quality')} "
+                f"Prob {fmt('forgotten_forget_Q_A_Prob')}; model utility {fmt('model_utility')}")
+    return (f"request {k} ({line['request']['name']}): forget answer prob {fmt(f'request_{k}_forget_answer_prob')}"
+            f", all forgotten {fmt('forgotten_forget_answer_prob')}, retain {fmt('retain_answer_prob')}")
