@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.grun-installed
-PYTEST_ARGS ?=
+# One pytest worker per core (pytest-xdist), each test file on one worker (its module fixtures
+# built once); PYTEST_ARGS="-n 0" runs in one process.
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: install test lint demo repro-ci repro-cpu repro-paper clean
 

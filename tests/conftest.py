@@ -70,8 +70,14 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model cache for the whole session, so the tiny model is built once per data set."""
-    return tmp_path_factory.mktemp("grun-cache")
+    """One model cache for the whole session, so the tiny model is built once per data set —
+    shared by pytest-xdist's workers (grun locks each cache entry while one process builds it)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    path = root / "grun-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture

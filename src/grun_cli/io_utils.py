@@ -52,6 +52,19 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def build_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """One builder at a time for a cache entry that several processes may want at once
+    (parallel sweep trials, test workers): the others wait here, then find it built. Without
+    it each would build the entry and replace the others' while they read it."""
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.parent / f".{path.name}.lock")):
+        yield
+
+
 def remove_if_empty(path: str | os.PathLike[str]) -> None:
     """Drop a folder a library created but left empty (the HF Trainer's output_dir)."""
     with contextlib.suppress(OSError):

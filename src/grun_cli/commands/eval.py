@@ -312,8 +312,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     config = plain_config(cfg)
     tracker = start_tracking(cfg.logger, out, config, job_type="eval", name=out.name)
     try:
+        requests = ((card or {}).get("data") or {}).get("sequence") or []  # a sequence run: per request too
+        groups = {f"request_{r['request']}": list(r["authors"]) for r in requests}
+        if groups:
+            groups["forgotten"] = [a for r in requests for a in r["authors"]]
         metrics = run_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
-                                 tracker=tracker)
+                                 tracker=tracker, forget_groups=groups or None)
         atomic_write_json(out / "metrics.json", metrics)
         write_run_card(out, run_card(
             "eval", config, status="complete", model=described, evaluation=str(cfg.eval.get("kind", "tofu")),

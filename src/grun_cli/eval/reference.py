@@ -132,13 +132,16 @@ def resolve_reference(cfg: DictConfig, evaluate: Callable[[Any], dict[str, Any]]
     if given:
         return read_logs(given, split), given
     if cfg.model.name == "tiny" or (plan is not None and plan.source == "finetune"):
+        from grun_cli.io_utils import build_lock
         from grun_cli.models.target import ensure_finetuned, with_checkpoint
 
         folder = ensure_finetuned(cfg, "retain")
         path = folder / f"eval-{_eval_key(cfg)}" / LOG_FILE
         if not path.is_file():
-            log.info("evaluating the tiny retain model for the forget-quality reference (cached)")
-            write_logs(path, evaluate(with_checkpoint(cfg.model, folder)))
+            with build_lock(path):
+                if not path.is_file():
+                    log.info("evaluating the tiny retain model for the forget-quality reference (cached)")
+                    write_logs(path, evaluate(with_checkpoint(cfg.model, folder)))
         return read_logs(path), str(path)
     log.warning("forget_quality: no retain-model reference; set eval.retain_logs=<retain model's "
                 "TOFU_EVAL.json> (run `grun eval` on a model fine-tuned with split=retain)")

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_dir
+from grun_cli.io_utils import atomic_dir, build_lock
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +54,21 @@ def ensure_finetuned(cfg: DictConfig, split: str) -> Path:
 
     ft = finetune_config(cfg, split)
     folder = Path(cfg.paths.cache_dir).expanduser() / "finetuned" / recipe_hash(ft)
-    if not (folder / "run_card.json").is_file():
-        from grun_cli.distributed import world_size
+    if (folder / "run_card.json").is_file():
+        log.info("tiny %s model: reusing %s", split, folder)
+        return folder
+    from grun_cli.distributed import world_size
 
-        if world_size() > 1:
-            raise GrunError(f"the tiny {split} model for this data is not cached yet ({folder}); build it in one "
-                            "process first (the same grun command without accelerate launch), then relaunch")
+    if world_size() > 1:
+        raise GrunError(f"the tiny {split} model for this data is not cached yet ({folder}); build it in one "
+                        "process first (the same grun command without accelerate launch), then relaunch")
+    with build_lock(folder):
+        if (folder / "run_card.json").is_file():  # another process built it while this one waited
+            log.info("tiny %s model: reusing %s", split, folder)
+            return folder
         log.info("no tiny %s model for this data yet: fine-tuning one into %s (cached)", split, folder)
         with atomic_dir(folder) as tmp:
             run_finetune(ft, tmp, track=False)
-    else:
-        log.info("tiny %s model: reusing %s", split, folder)
     return folder
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_dir, atomic_write_json
+from grun_cli.io_utils import atomic_dir, atomic_write_json, build_lock
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +101,15 @@ def ensure_tiny(architecture: Mapping[str, Any], corpus: Sequence[str], cache_di
     if (path / "recipe.json").is_file():
         log.info("tiny model: reusing %s", path)
         return path
-    log.info("tiny model: building %s (tokenizer + random init; cached for later runs)", path)
     try:
-        with atomic_dir(path) as tmp:
-            build(architecture, corpus, tmp)
-            atomic_write_json(tmp / "recipe.json", rec)
+        with build_lock(path):
+            if (path / "recipe.json").is_file():  # another process built it while this one waited
+                log.info("tiny model: reusing %s", path)
+                return path
+            log.info("tiny model: building %s (tokenizer + random init; cached for later runs)", path)
+            with atomic_dir(path) as tmp:
+                build(architecture, corpus, tmp)
+                atomic_write_json(tmp / "recipe.json", rec)
     except OSError as e:
         raise GrunError(
             f"cannot write the tiny model cache at {path} ({e}); set paths.cache_dir "
