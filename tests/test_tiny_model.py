@@ -82,3 +82,40 @@ def test_template_masks_prompt_and_ends_with_eos(tmp_path: Path) -> None:
     assert len(short["input_ids"]) == len(p) + 2
     with pytest.raises(GrunError, match="raise model.max_length"):
         t.encode(tok, "Where was X born?", "X", max_length=len(p))
+
+
+def _build_and_report(cache: str, started: float) -> list[str]:
+    """In a child process: wait for the common start, build (or reuse) the tiny model, return
+    what it logged."""
+    import logging
+    import time
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("grun_cli.models.tiny")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(Keep())
+    time.sleep(max(0.0, started - time.time()))
+    ensure_tiny(ARCH, CORPUS, cache)
+    return records
+
+
+def test_processes_wanting_one_cache_entry_build_it_once(tmp_path: Path) -> None:
+    """Two processes asking for the same uncached model at once (parallel sweep trials, test
+    workers): one builds it, the other waits and reuses it — never rebuilt under a reader."""
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    start = time.time() + 3  # after both children have imported torch
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        logs = [f.result() for f in [pool.submit(_build_and_report, str(tmp_path), start) for _ in range(2)]]
+    messages = [m for lines in logs for m in lines]
+    assert sum(m.startswith("tiny model: building") for m in messages) == 1, messages
+    assert sum(m.startswith("tiny model: reusing") for m in messages) == 1, messages
+    left = [p.name for p in (tmp_path / "tiny").iterdir() if not p.name.endswith(".lock")]
+    assert len(left) == 1, left  # the model, no leftover temporary folder
