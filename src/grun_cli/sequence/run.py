@@ -40,9 +40,13 @@ LINE_KEYS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_R
 
 
 def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    from grun_cli import distributed
     from grun_cli.adapters.base import base_fingerprint
     from grun_cli.commands.unlearn import setup
 
+    if distributed.world_size() > 1:
+        raise GrunError("sequence=... runs in one process (each request trains, then evaluates); start it "
+                        "without accelerate launch")
     started = time.time()
     split = union_split(cfg.sequence)
     with open_dict(cfg):  # the evaluation's forget set (and its retain reference) is the union
