@@ -129,7 +129,7 @@ def test_a_corrupted_checkpoint_is_refused_before_loading(clean_env: dict[str, s
     started = time.time()
     r = grun("unlearn", f"resume={stopped}", env=clean_env)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert time.time() - started < 20
+    assert time.time() - started < 120  # fail-fast bound, generous for parallel test workers
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines == [f"grun unlearn: error: {weights} does not match its checksum in grun_checkpoint.json "
                      f"(truncated or changed); delete {checkpoint} to resume from an earlier checkpoint, or start "

@@ -56,7 +56,7 @@ def test_a_run_folder_with_code_is_refused_and_nothing_runs(clean_env: dict[str,
     assert "evil.py" in r.stderr and "model.trust_remote_code=true" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not marker.exists(), "code from the run folder ran"
-    assert time.time() - started < 60
+    assert time.time() - started < 120
 
 
 def test_a_card_alone_cannot_grant_remote_code(clean_env: dict[str, str], tmp_path: Path, tiny) -> None:

@@ -83,7 +83,7 @@ def test_grun_eval_refuses_a_damaged_run_in_one_line(small_run: Path, clean_env:
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert len(lines) == 1 and str(run / name) in lines[0], lines
-    assert time.time() - started < 30
+    assert time.time() - started < 120  # generous for parallel test workers
 
 
 def test_a_folder_from_before_checksums_still_names_a_damaged_file(small_run: Path, clean_env: dict[str, str],

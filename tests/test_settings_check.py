@@ -74,4 +74,4 @@ def test_several_mistakes_in_one_command(clean_env: dict[str, str], tmp_path: Pa
                      "a number",
                      "grun unlearn: error: train.batch_size=-2: input should be greater than or equal to 1",
                      "grun unlearn: error: adapter.rank=0: input should be greater than or equal to 1"], r.stderr
-    assert time.time() - started < 20 and not (tmp_path / "r").exists()
+    assert time.time() - started < 120 and not (tmp_path / "r").exists()  # generous: parallel workers

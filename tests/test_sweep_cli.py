@@ -170,7 +170,7 @@ def test_bad_sweep_settings_fail_before_anything_loads(clean_env: dict[str, str]
     r = grun("sweep", *QUICK, *args, f"hydra.sweep.dir={tmp_path / 's'}", env=clean_env)
     assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
-    assert not (tmp_path / "s" / "references").exists() and time.time() - started < 30
+    assert not (tmp_path / "s" / "references").exists() and time.time() - started < 120
 
 
 @pytest.fixture

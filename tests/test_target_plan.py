@@ -110,7 +110,7 @@ def test_paper_scale_command_prints_its_plan_and_stops_offline_in_one_line(
     assert "estimated" in r.stdout and "GPU hours" in r.stdout
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and base in err[0] and "locuslab/TOFU" in err[0] and "unreachable" in err[0], err
-    assert time.time() - started < 60
+    assert time.time() - started < 120
 
 
 def test_a_big_model_waits_for_confirmation_without_a_terminal(clean_env: dict[str, str], tiny) -> None:
@@ -168,4 +168,4 @@ def test_unreachable_short_name_fails_before_evaluation(clean_env: dict[str, str
              env={**clean_env, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2
     assert "tofu_Llama-3.2-1B-Instruct_retain95/TOFU_EVAL.json" in r.stderr and "unreachable" in r.stderr
-    assert "eval: teacher-forced" not in r.stderr and time.time() - started < 60
+    assert "eval: teacher-forced" not in r.stderr and time.time() - started < 120
