@@ -8,7 +8,7 @@ import pytest
 
 from grun_cli.data import make_source
 from grun_cli.errors import GrunError
-from grun_cli.sequence.requests import plan, request_rows, union_split
+from grun_cli.sequence.requests import author_groups, plan, request_rows, union_split
 
 
 def source(split: str = "forget10", num_authors: int = 200, retain_authors: int | None = None):
@@ -22,7 +22,9 @@ def test_forget10_in_5_requests_of_4_authors() -> None:
     forget10 = sorted({r["author"] for r in src.raw("forget10")})
     assert [len(r.authors) for r in requests] == [4] * 5
     assert [a for r in requests for a in r.authors] == forget10  # in order, each author once
-    assert [r.number for r in requests] == [1, 2, 3, 4, 5] and requests[1].key == "request_2"
+    assert [r.number for r in requests] == [1, 2, 3, 4, 5]
+    groups = author_groups([(r.number, r.authors) for r in requests[:2]])
+    assert groups == {"request_1": forget10[:4], "request_2": forget10[4:8], "forgotten": forget10[:8]}
 
 
 def test_uneven_counts_spread_the_remainder_first() -> None:

@@ -15,6 +15,8 @@ from grun_cli.adapters.base import Adapter
 
 class LoraAdapter(Adapter):
     kind = "lora"
+    continuing = False  # a later request of a sequence: training goes on from this LoRA
+    frozen: Any = None  # its live reference (a frozen copy), made at prepare()
 
     def __init__(self, model: Any, cfg: Mapping[str, Any]) -> None:
         from peft import LoraConfig, get_peft_model
@@ -35,24 +37,24 @@ class LoraAdapter(Adapter):
 
     def next_request(self) -> None:
         self.continuing = True
-        self.frozen: Any = None
+        self.frozen = None
 
     def prepare(self, needs_reference: bool) -> None:
         """A request after the first starts from the trained LoRA, not the base model: a live
         reference is a frozen copy of the model as it is now (the first request's is the base
         model, the adapter disabled)."""
-        if getattr(self, "continuing", False) and needs_reference and self.frozen is None:
+        if self.continuing and needs_reference and self.frozen is None:
             import copy
 
             self.frozen = copy.deepcopy(self.model).eval().requires_grad_(False)
 
     def reference_model(self) -> tuple[Any, Any]:
-        if getattr(self, "frozen", None) is not None:
+        if self.frozen is not None:
             return self.frozen, contextlib.nullcontext()
         return self.model, self.disabled()
 
     def starting_model(self) -> tuple[Any, Any]:
-        if getattr(self, "continuing", False) and getattr(self, "frozen", None) is None:
+        if self.continuing and self.frozen is None:
             return self.model, contextlib.nullcontext()  # the trained LoRA: valid before training
         return self.reference_model()
 

@@ -114,8 +114,10 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
     if forget_groups:
         from grun_cli.eval.tofu import group_summary
 
-        rows = {name: [r["index"] for r in sets["forget"] if r["author"] in set(authors)]
-                for name, authors in forget_groups.items()}
+        rows = {}
+        for name, authors in forget_groups.items():
+            wanted = set(authors)
+            rows[name] = [r["index"] for r in sets["forget"] if r["author"] in wanted]
         metrics.update(group_summary(logs, reference, rows, str(cfg.eval.get("truth_ratio", "tofu"))))
     if adapter is not None:
         metrics.update(gate_report(adapter, tokenizer, template, sets, save_to=out))
@@ -313,11 +315,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     tracker = start_tracking(cfg.logger, out, config, job_type="eval", name=out.name)
     try:
         requests = ((card or {}).get("data") or {}).get("sequence") or []  # a sequence run: per request too
-        groups = {f"request_{r['request']}": list(r["authors"]) for r in requests}
-        if groups:
-            groups["forgotten"] = [a for r in requests for a in r["authors"]]
+        groups = None
+        if requests:
+            from grun_cli.sequence.requests import author_groups
+
+            groups = author_groups([(r["request"], r["authors"]) for r in requests])
         metrics = run_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
-                                 tracker=tracker, forget_groups=groups or None)
+                                 tracker=tracker, forget_groups=groups)
         atomic_write_json(out / "metrics.json", metrics)
         write_run_card(out, run_card(
             "eval", config, status="complete", model=described, evaluation=str(cfg.eval.get("kind", "tofu")),

@@ -115,13 +115,14 @@ class Setup:
                      source=self.source)
 
     def trainer(self, adapter: Any, dataset: Any, folder: Path, tracker: Any) -> Any:
+        from grun_cli.data.unlearn import UnlearnCollator
         from grun_cli.train.trainer import NaNGuard, training_arguments
         from grun_cli.train.unlearn_trainer import UnlearnTrainer
 
         cfg = self.cfg
         args = training_arguments(cfg.train, str(folder), tracker.report_to, int(cfg.seed))
         return UnlearnTrainer(model=adapter.model, args=args, train_dataset=dataset,
-                              data_collator=_collator(self.tokenizer.pad_token_id), callbacks=[NaNGuard()],
+                              data_collator=UnlearnCollator(self.tokenizer.pad_token_id), callbacks=[NaNGuard()],
                               method=self.method, adapter=adapter,
                               unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0))
 
@@ -133,12 +134,6 @@ class Setup:
         with atomic_dir(folder) as tmp:
             adapter.save(tmp, base)
             self.tokenizer.save_pretrained(tmp / "tokenizer")
-
-
-def _collator(pad_id: int) -> Any:
-    from grun_cli.data.unlearn import UnlearnCollator
-
-    return UnlearnCollator(pad_id)
 
 
 def setup(cfg: DictConfig) -> Setup:

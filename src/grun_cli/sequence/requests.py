@@ -27,10 +27,13 @@ class Request:
     name: str
     authors: tuple[int, ...]
 
-    @property
-    def key(self) -> str:
-        """The metric prefix of this request's own authors (``request_2_forget_quality``)."""
-        return f"request_{self.number}"
+
+def author_groups(requests: Sequence[tuple[int, Sequence[int]]]) -> dict[str, list[int]]:
+    """The evaluation's forget groups after these (request number, authors): each request's
+    authors (``request_<k>``) and all of them together (``forgotten``)."""
+    groups = {f"request_{number}": list(authors) for number, authors in requests}
+    groups["forgotten"] = [a for _, authors in requests for a in authors]
+    return groups
 
 
 def is_sequence(cfg: Mapping[str, Any]) -> bool:

@@ -26,7 +26,7 @@ from grun_cli.commands.context import plain_config, seed_everything
 from grun_cli.data.source import fingerprint
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json, atomic_write_text
-from grun_cli.sequence.requests import Request, plan, request_rows, union_split
+from grun_cli.sequence.requests import Request, author_groups, plan, request_rows, union_split
 from grun_cli.train.run_card import run_card, write_run_card
 from grun_cli.train.tracking import start_tracking
 
@@ -161,8 +161,7 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
     """The evaluation after a request: TOFU with every finished request's authors as a group and
     all of them together (``eval.enabled``), else the answer probabilities of the probe rows."""
     cfg = s.cfg
-    groups = {r.key: list(r.authors) for r in done}
-    groups["forgotten"] = [a for r in done for a in r.authors]
+    groups = author_groups([(r.number, r.authors) for r in done])
     if cfg.eval.enabled:
         from grun_cli.commands.eval import run_evaluation
 
@@ -170,10 +169,10 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
                               adapter=adapter, text_nll=False, forget_groups=groups)
     metrics: dict[str, Any] = {}
     for name, authors in groups.items():
-        rows = [r for r in s.source.rows("forget") if r["author"] in set(authors)]
+        wanted = set(authors)
+        rows = [r for r in s.source.rows("forget") if r["author"] in wanted]
         metrics.update(s.probe(adapter.model, {"forget": rows}, f"{name}_", adapter=adapter))
-    retain = [r for r in s.source.rows("retain")]
-    metrics.update(s.probe(adapter.model, s.probe_sets([], retain), "", adapter=adapter))
+    metrics.update(s.probe(adapter.model, s.probe_sets([], s.source.rows("retain")), "", adapter=adapter))
     return metrics
 
 
