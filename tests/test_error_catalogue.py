@@ -67,6 +67,10 @@ CATALOGUE = [
     ("idk-answers-missing", ["unlearn", "method=idk", "method.idk_answers=/no/such/idk.txt"], "method.idk_answers=/no/such/idk.txt does not exist"),
     ("retain-logs-missing", ["unlearn", "data=tofu", "eval.retain_logs=/no/such/TOFU_EVAL.json"], "eval.retain_logs=/no/such/TOFU_EVAL.json: no such file; give an OpenUnlearning/grun TOFU_EVAL.json"),
     ("eval-run-empty", ["eval", "run="], "run= is empty (the shell may have expanded an unset variable)"),
+    ("sequence-too-many-requests", ["unlearn", "sequence=tofu_forget10_in_5", "sequence.requests=50"], "sequence.requests=50: forget10 has 20 authors; give 1..20 requests"),
+    ("sequence-shrinking-splits", ["unlearn", "sequence.requests=[forget05,forget01]"], "sequence.requests: forget01 forgets no author that an earlier request did not"),
+    ("sequence-on-text-data", ["unlearn", "data=wmdp", "eval=wmdp", "sequence=tofu_forget10_in_5"], "forget requests are groups of TOFU authors; data=wmdp has text corpora"),
+    ("sequence-combine-typo", ["unlearn", "sequence=tofu_forget10_in_5", "adapter.combine=mean"], "adapter.combine=mean"),
     # -- resume= -------------------------------------------------------------------------------
     ("resume-empty", ["unlearn", "resume="], "resume= needs the folder of the stopped run"),
     ("resume-no-such-folder", ["unlearn", "resume=/no/such/run"], "resume=/no/such/run: no such folder"),
