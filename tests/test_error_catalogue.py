@@ -69,7 +69,7 @@ CATALOGUE = [
     ("eval-run-empty", ["eval", "run="], "run= is empty (the shell may have expanded an unset variable)"),
     ("sequence-too-many-requests", ["unlearn", "sequence=tofu_forget10_in_5", "sequence.requests=50"], "sequence.requests=50: forget10 has 20 authors; give 1..20 requests"),
     ("sequence-shrinking-splits", ["unlearn", "sequence.requests=[forget05,forget01]"], "sequence.requests: forget01 forgets no author that an earlier request did not"),
-    ("sequence-on-text-data", ["unlearn", "data=wmdp", "eval=wmdp", "sequence=tofu_forget10_in_5"], "forget requests are groups of TOFU authors; data=wmdp has text corpora"),
+    ("base-run-not-a-run", ["unlearn", "base_run=/no/such/run", "data.forget_split=forget10"], "base_run=/no/such/run: /no/such/run is not a completed grun run (no run_card.json)"),
     ("sequence-combine-typo", ["unlearn", "sequence=tofu_forget10_in_5", "adapter.combine=mean"], "adapter.combine=mean"),
     # -- resume= -------------------------------------------------------------------------------
     ("resume-empty", ["unlearn", "resume="], "resume= needs the folder of the stopped run"),

@@ -133,3 +133,105 @@ def test_a_later_request_starts_from_the_trained_weights(tiny, kind: str) -> Non
     adapter.prepare(needs_reference=True)  # train.reference=live: a frozen copy of the trained model
     perturb(adapter)
     assert torch.equal(adapter.reference_logits(inputs), trained)
+
+
+# -- base_run=: one more request on an earlier run --------------------------------------------
+
+def _card(tmp_path, data: dict, adapter: dict, sequence: list | None = None):
+    import json
+
+    from grun_cli.sequence.base_run import BaseRun
+
+    config = {"model": {"name": "tiny", "name_or_path": None}, "target": {"source": "auto"}, "data": data,
+              "adapter": adapter, "seed": 42}
+    card = {"command": "unlearn", "status": "complete", "config": config, "method": "npo",
+            "data": {"forget_split": data["forget_split"], "forget_rows": 20, "retain_rows": 60,
+                     "fingerprint": "f", **({"sequence": sequence} if sequence else {})},
+            "metrics": {"forget_quality": 0.5}}
+    (tmp_path / "run_card.json").write_text(json.dumps(card))
+    return BaseRun.read(tmp_path), config
+
+
+def test_a_base_run_counts_as_its_requests_and_the_next_forgets_only_new_authors(tmp_path) -> None:
+    from grun_cli.sequence.requests import next_request
+
+    data = {"name": "synthetic", "seed": 0, "num_authors": 200, "qa_per_author": 20, "forget_split": "forget01",
+            "retain_split": None, "subset": {"retain_authors": None}}
+    base, _ = _card(tmp_path, data, {"kind": "grun", "layers": [1, 2]})
+    src = source("forget05")
+    earlier = base.requests(src)
+    assert [r.authors for r in earlier] == [tuple(sorted({r["author"] for r in src.raw("forget01")}))]
+    assert base.union_split("forget05") == "forget05" and base.union_split("forget01") == "forget01"
+    more = next_request(src, "forget05", earlier, "forget05")
+    assert more.number == 2 and not set(more.authors) & set(earlier[0].authors)
+    assert set(more.authors) | set(earlier[0].authors) == {r["author"] for r in src.raw("forget05")}
+    (line,) = base.lines(src)  # a single run: one line from its card, its provenance with it
+    assert line["request"]["authors"] == list(earlier[0].authors) and line["metrics"] == {"forget_quality": 0.5}
+    with pytest.raises(GrunError, match="every one of its authors was forgotten by the base run"):
+        next_request(src, "forget01", earlier, "forget01")
+
+
+def test_a_base_run_sequence_keeps_its_requests(tmp_path) -> None:
+    data = {"name": "synthetic", "num_authors": 200, "forget_split": "forget10", "subset": {"retain_authors": None}}
+    requests = [{"request": 1, "name": "a", "authors": [3, 4]}, {"request": 2, "name": "b", "authors": [5]}]
+    base, _ = _card(tmp_path, data, {"kind": "lora"}, requests)
+    assert [(r.number, r.authors) for r in base.requests(None)] == [(1, (3, 4)), (2, (5,))]
+    assert base.provenance(None) == requests
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"adapter": {"kind": "lora"}}, "other adapter.kind settings"),
+    ({"data": {"num_authors": 100}}, "other data settings (num_authors)"),
+    ({"adapter": {"layers": [0]}}, "its GRUN edits have adapter.layers=[1, 2]"),
+    ({"sequence": {"requests": 2}}, "give one of the two"),
+    ({"data": {"forget_split": "forget10"}}, "never learned forget10's other authors"),
+])
+def test_a_request_that_does_not_fit_its_base_run_is_named(tmp_path, change: dict, match: str) -> None:
+    data = {"name": "synthetic", "num_authors": 200, "forget_split": "forget05", "subset": {"retain_authors": 3}}
+    base, config = _card(tmp_path, data, {"kind": "grun", "layers": [1, 2]})
+    cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for group, values in change.items():
+        cfg[group] = {**cfg.get(group, {}), **values}
+    assert not list(base.mismatches(config))
+    problems = list(base.mismatches(cfg))
+    assert len(problems) == 1 and match in problems[0], problems
+
+
+def test_full_weights_load_into_the_base_model_or_are_refused(tmp_path, tiny) -> None:
+    import copy
+
+    import torch
+
+    from grun_cli.sequence.base_run import load_full_weights
+
+    model = tiny.model
+    trained = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01)
+    trained.save_pretrained(str(tmp_path / "saved"))
+    fresh = copy.deepcopy(model)
+    load_full_weights(fresh, tmp_path / "saved")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values(),
+                                                   strict=True))
+    with pytest.raises(GrunError, match="holds no"):
+        load_full_weights(fresh, tmp_path)
+
+
+def test_forget_corpora_are_requests_on_text_data() -> None:
+    from types import SimpleNamespace
+
+    from grun_cli.sequence.requests import Request, corpus_groups
+
+    text = SimpleNamespace(kind="text", forget_corpora=["bio", "cyber"])
+    requests = plan({"requests": ["cyber", "bio"]}, text)
+    assert [(r.number, r.corpora, r.authors) for r in requests] == [(1, ("cyber",), ()), (2, ("bio",), ())]
+    assert corpus_groups(requests) == {"request_1": ["cyber"], "request_2": ["bio"], "forgotten": ["cyber", "bio"]}
+    assert Request.from_record(requests[0].record()) == requests[0]
+    rows = SimpleNamespace(rows=lambda split: [{"corpus": c, "split": split} for c in ("bio", "cyber", "retain")])
+    forget, retain = request_rows(rows, requests[1], [], "full")
+    assert forget == [{"corpus": "bio", "split": "forget"}] and all(r["split"] == "retain" for r in retain)
+    for bad, match in ((["bio", "chem"], "chem is not one of data.forget_corpora"), (["bio", "bio"], "listed twice"),
+                       (2, "on text data a request is a forget corpus")):
+        with pytest.raises(GrunError, match=match):
+            plan({"requests": bad}, text)

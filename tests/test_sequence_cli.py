@@ -1,7 +1,8 @@
-"""`grun unlearn sequence=...` through the real CLI on the tiny model: three forget requests
+"""`grun unlearn sequence=...` through the real CLI on the tiny model: two forget requests
 for GRUN (evaluated after each, reloaded bit for bit by `grun eval run=`, plotted by
-`grun report`), LoRA and full fine-tuning (probe only). Three stacked edits and the combination
-arithmetic: tests/test_grun_stack.py."""
+`grun report`), LoRA and full fine-tuning (probe only); `base_run=` (the second request as its
+own run on top of the first) gives the same weights bit for bit. Three stacked edits and the
+combination arithmetic: tests/test_grun_stack.py."""
 
 from __future__ import annotations
 
@@ -28,14 +29,34 @@ def env(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str, 
     return env
 
 
+# The whole two-request run of each adapter (GRUN evaluated after each request; LoRA and full
+# probed only), run once and shared by the tests below.
+WHOLE = {"grun": ["method=gd", "adapter=grun", "eval.max_rows=30"],
+         "lora": ["method=npo", "adapter=lora", "eval.enabled=false"],
+         "full": ["method=npo", "adapter=full", "eval.enabled=false"]}
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]):
+    runs: dict[str, tuple[Path, object]] = {}
+
+    def get(adapter: str) -> tuple[Path, object]:
+        if adapter not in runs:
+            run = tmp_path_factory.mktemp(f"whole_{adapter}") / "run"
+            r = grun("unlearn", *WHOLE[adapter], *SEQUENCE, f"hydra.run.dir={run}", env=env)
+            assert r.returncode == 0, r.stderr[-3000:]
+            runs[adapter] = (run, r)
+        return runs[adapter]
+    return get
+
+
 def lines(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "sequence.jsonl").read_text().splitlines()]
 
 
-def test_a_grun_sequence_evaluates_each_request_and_reloads_exactly(tmp_path: Path, env: dict[str, str]) -> None:
-    run = tmp_path / "seq"
-    r = grun("unlearn", "method=gd", "adapter=grun", *SEQUENCE, "eval.max_rows=30", f"hydra.run.dir={run}", env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_a_grun_sequence_evaluates_each_request_and_reloads_exactly(tmp_path: Path, env: dict[str, str],
+                                                                   whole) -> None:
+    run, r = whole("grun")
     found = lines(run)
     assert [x["request"]["request"] for x in found] == [1, 2]
     authors = [set(x["request"]["authors"]) for x in found]
@@ -71,13 +92,46 @@ def test_a_grun_sequence_evaluates_each_request_and_reloads_exactly(tmp_path: Pa
 
 
 @pytest.mark.parametrize("adapter", ["lora", "full"])
-def test_lora_and_full_sequences_train_on(tmp_path: Path, env: dict[str, str], adapter: str) -> None:
-    run = tmp_path / adapter
-    r = grun("unlearn", "method=npo", f"adapter={adapter}", *SEQUENCE, "eval.enabled=false",
-             f"hydra.run.dir={run}", env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_lora_and_full_sequences_train_on(env: dict[str, str], whole, adapter: str) -> None:
+    run, _ = whole(adapter)
     found = lines(run)
     assert [x["request"]["request"] for x in found] == [1, 2]
     assert {"request_1_forget_answer_prob", "forgotten_forget_answer_prob", "retain_answer_prob"} <= set(
         found[-1]["metrics"])
     assert json.loads((run / "adapter" / "grun_adapter.json").read_text())["kind"] == adapter
+
+
+def _tensors(folder: Path) -> dict[str, object]:
+    from safetensors.torch import load_file
+
+    return {f"{f.relative_to(folder)}:{k}": v for f in sorted(folder.rglob("*.safetensors"))
+            for k, v in load_file(str(f)).items()}
+
+
+@pytest.mark.parametrize("adapter", ["grun", "lora", "full"])
+def test_one_more_request_on_an_earlier_run_equals_the_whole_sequence(tmp_path: Path, env: dict[str, str], whole,
+                                                                       adapter: str) -> None:
+    # The whole run's training settings; no evaluation here (it draws no random numbers: each
+    # request seeds its own training).
+    common = [WHOLE[adapter][0], f"adapter={adapter}", *SEQUENCE[1:], "eval.enabled=false"]
+    first, more = tmp_path / "first", tmp_path / "more"
+    r = grun("unlearn", *common, "sequence.requests=[forget01]", "sequence.split=forget05",
+             f"hydra.run.dir={first}", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    other = "full" if adapter != "full" else "lora"  # a request that does not fit: refused, one line
+    bad = grun("unlearn", *common, f"adapter={other}", f"base_run={first}", "data.forget_split=forget05",
+               f"hydra.run.dir={tmp_path / 'bad'}", env=env)
+    assert bad.returncode == 2 and "other adapter.kind settings" in bad.stderr, bad.stderr[-2000:]
+    r = grun("unlearn", *common, f"base_run={first}", "data.forget_split=forget05", f"hydra.run.dir={more}", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run, _ = whole(adapter)
+    assert [x["request"] for x in lines(more)] == [x["request"] for x in lines(run)]
+    saved, expected = _tensors(more / "adapter"), _tensors(run / "adapter")
+    assert saved.keys() == expected.keys() and len(saved) > 0
+    assert all(saved[k].equal(expected[k]) for k in saved), [k for k in saved if not saved[k].equal(expected[k])]
+    if adapter != "grun":  # probed the same way: the same numbers
+        timing = {"wall_time_s", "reference_cache_s", "prefix_cache_s"}
+        assert [{k: v for k, v in x["metrics"].items() if k not in timing} for x in lines(more)] == \
+            [{k: v for k, v in x["metrics"].items() if k not in timing} for x in lines(run)]
+    card = json.loads((more / "run_card.json").read_text())
+    assert card["status"] == "complete" and card["data"]["base_run"] == str(first)

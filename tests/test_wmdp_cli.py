@@ -150,3 +150,34 @@ def test_bad_evaluation_fails_before_training(corpora: Path, tmp_path: Path, cle
     r = grun("unlearn", "method=rmu", "data=wmdp", f"data.local_dir={corpora}", "logger=none", "eval=tofu",
              f"hydra.run.dir={tmp_path / 't'}", env=clean_env)
     assert r.returncode == 2 and "eval=tofu needs QA data" in r.stderr
+
+
+def test_forget_corpora_as_a_sequence_of_requests(corpora: Path, tmp_path: Path, clean_env) -> None:
+    """data=wmdp, sequence=wmdp_bio_then_cyber: one GRUN edit per corpus, the held-out NLL of
+    each request's corpus after each, reported again by `grun eval run=`; a corpus that is not a
+    forget corpus is refused before anything loads."""
+    out = tmp_path / "seq"
+    args = ["method=npo", "adapter=grun", *wmdp_args(corpora, tmp_path), "train.max_steps=3"]
+    r = grun("unlearn", *args, "sequence=wmdp_bio_then_cyber", "eval.enabled=false", f"hydra.run.dir={out}",
+             env=clean_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    found = [json.loads(x) for x in (out / "sequence.jsonl").read_text().splitlines()]
+    assert [x["request"]["corpora"] for x in found] == [["bio"], ["cyber"]]
+    assert [x["request"]["forget_rows"] for x in found] == [25, 25]  # 30 texts, 5 held out
+    first, last = found[0]["metrics"], found[1]["metrics"]
+    assert "request_2_forget_text_nll" not in first and first["request_1_forget_text_nll"] > 0
+    assert last["forgotten_forget_text_nll"] > 0 and last["retain_text_nll"] > 0
+    assert "request 2 (cyber): held-out NLL of its corpus" in r.stdout
+    saved = json.loads((out / "adapter" / "grun_adapter.json").read_text())["config"]
+    assert saved["stack"][0]["corpora"] == ["bio"] and saved["request"]["corpora"] == ["cyber"]
+
+    again = tmp_path / "again"
+    e = grun("eval", f"run={out}", "eval=wmdp", "eval.limit=8", *mcq_overrides(tmp_path), "logger=none",
+             f"hydra.run.dir={again}", env=clean_env)
+    assert e.returncode == 0, e.stderr[-3000:]
+    redo = json.loads((again / "metrics.json").read_text())
+    for key in ("request_1_forget_text_nll", "request_2_forget_text_nll", "forgotten_forget_text_nll"):
+        assert redo[key] == pytest.approx(last[key], rel=1e-4), key
+
+    bad = grun("unlearn", *args, "sequence.requests=[bio,chem]", f"hydra.run.dir={tmp_path / 'bad'}", env=clean_env)
+    assert bad.returncode == 2 and "chem is not one of data.forget_corpora" in bad.stderr, bad.stderr[-2000:]

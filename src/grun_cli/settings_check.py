@@ -261,6 +261,8 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
     if isinstance(sequence, Mapping):
         yield from _schema(sequence, SequenceSettings, "sequence")
         yield from _sequence(cfg, sequence)
+    if cfg.get("base_run"):
+        yield from _base_run(cfg)
     idk = method.get("idk_answers")
     if idk and not Path(str(idk)).expanduser().is_file():
         yield (f"method.idk_answers={idk} does not exist; give a file with one answer per line, or null for "
@@ -277,22 +279,50 @@ def _sequence(cfg: Mapping[str, Any], sequence: Mapping[str, Any]) -> Iterator[s
     if not is_sequence(cfg):
         return
     data = cfg.get("data") or {}
-    if data.get("kind") == "text":
-        yield (f"sequence=...: forget requests are groups of TOFU authors; data={data.get('name')} has text "
-               "corpora (not supported for sequences yet); use data=tofu or data=synthetic")
-        return
     if cfg.get("resume"):
         yield "resume= does not continue a sequence yet; start the sequence again in a new folder"
     try:
-        split = union_split(sequence)
         from grun_cli.data import make_source
 
+        if data.get("kind") == "text":  # requests are forget corpora, named in data.forget_corpora
+            plan(sequence, make_source(data, data_root=(cfg.get("paths") or {}).get("data_dir")))
+            return
+        split = union_split(sequence)
         source = make_source({**dict(data), "forget_split": split}, data_root=(cfg.get("paths") or {}).get("data_dir"))
         if data.get("name") != "synthetic" and getattr(source, "local_dir", None) is None:
             return  # a Hub data set: checked once it is downloaded
         plan(sequence, source)
         retain = str(sequence.get("retain_split") or "full")
         source.rows(retain)
+    except GrunError as e:
+        yield str(e)
+
+
+def _base_run(cfg: Mapping[str, Any]) -> Iterator[str]:
+    """``base_run=``: a complete unlearn run with this request's model, data and adapter kind,
+    and a forget split that adds someone new."""
+    from grun_cli.sequence.base_run import BaseRun
+    from grun_cli.sequence.requests import next_request
+
+    try:
+        base = BaseRun.read(cfg["base_run"])
+    except GrunError as e:
+        yield str(e)
+        return
+    problems = list(base.mismatches(cfg))
+    yield from problems
+    if problems:
+        return
+    data = cfg.get("data") or {}
+    try:
+        split = str(data.get("forget_split"))
+        union = base.union_split(split)
+        from grun_cli.data import make_source
+
+        source = make_source({**dict(data), "forget_split": union}, data_root=(cfg.get("paths") or {}).get("data_dir"))
+        if data.get("name") != "synthetic" and getattr(source, "local_dir", None) is None:
+            return  # a Hub data set: checked once it is downloaded
+        next_request(source, split, base.requests(source), union)
     except GrunError as e:
         yield str(e)
 

@@ -314,14 +314,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     config = plain_config(cfg)
     tracker = start_tracking(cfg.logger, out, config, job_type="eval", name=out.name)
     try:
-        requests = ((card or {}).get("data") or {}).get("sequence") or []  # a sequence run: per request too
-        groups = None
-        if requests:
-            from grun_cli.sequence.requests import author_groups
+        from grun_cli.sequence.requests import Request, author_groups, corpus_groups
 
-            groups = author_groups([(r["request"], r["authors"]) for r in requests])
+        requests = [Request.from_record(r) for r in ((card or {}).get("data") or {}).get("sequence") or []]
+        text_requests = source.kind == "text" and any(r.corpora for r in requests)
+        groups = author_groups([(r.number, r.authors) for r in requests]) if requests and not text_requests else None
         metrics = run_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
                                  tracker=tracker, forget_groups=groups)
+        if text_requests:  # a sequence of forget corpora: each request's held-out NLL too
+            from grun_cli.eval.text_nll import corpus_nll
+
+            metrics.update(corpus_nll(model, tokenizer, PromptTemplate.from_config(cfg.model.template), source,
+                                      corpus_groups(requests), int(cfg.model.max_length),
+                                      batch_size=int(cfg.eval.get("nll_batch_size", 32)), adapter=adapter))
         atomic_write_json(out / "metrics.json", metrics)
         write_run_card(out, run_card(
             "eval", config, status="complete", model=described, evaluation=str(cfg.eval.get("kind", "tofu")),

@@ -182,7 +182,7 @@ def setup(cfg: DictConfig) -> Setup:
 def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from grun_cli.sequence.requests import is_sequence
 
-    if is_sequence(cfg):
+    if is_sequence(cfg) or cfg.get("base_run"):  # several requests, or one more on an earlier run
         from grun_cli.sequence.run import run_sequence
 
         return run_sequence(cfg, out)

@@ -1,6 +1,7 @@
 """Sequential unlearning runs (their sequence.jsonl): metrics after each forget request, one
 line per run (labelled method/adapter): forget quality and forget Prob on every author
-forgotten so far, on the first request's authors (do they stay forgotten?) and model utility."""
+forgotten so far, on the first request's authors (do they stay forgotten?) and model utility;
+for forget corpora (WMDP), their held-out NLL."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ PANELS = (("forgotten_forget_quality", "forget quality, all authors forgotten so
 PROBE_PANELS = (("forgotten_forget_answer_prob", "forget answer prob, all forgotten so far", False),
                 ("request_1_forget_answer_prob", "forget answer prob, request 1's authors", False),
                 ("retain_answer_prob", "retain answer prob", False))
+#: Text data (requests are forget corpora): the held-out NLL of each corpus (higher: forgotten).
+TEXT_PANELS = (("forgotten_forget_text_nll", "held-out NLL, corpora forgotten so far", False),
+               ("request_1_forget_text_nll", "held-out NLL, request 1's corpus", False),
+               ("retain_text_nll", "held-out NLL, retain corpora", False))
 
 
 def read_sequence(folder: Path) -> list[dict[str, Any]]:
@@ -48,7 +53,7 @@ def sequence_plot(rows: Sequence[Row], out: Path, *, dpi: int = DPI) -> tuple[Pa
     runs = [(r, lines) for r, lines in runs if lines]
     if not runs:
         return None, ""  # no sequence among the runs: nothing to say
-    available = [p for p in (*PANELS, *PROBE_PANELS)
+    available = [p for p in (*PANELS, *PROBE_PANELS, *TEXT_PANELS)
                  if any(finite(line["metrics"].get(p[0])) for _, lines in runs for line in lines)]
     if not available:
         return None, "sequence.jsonl lines carry no metric to plot"

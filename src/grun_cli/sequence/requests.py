@@ -1,10 +1,14 @@
-"""Forget requests of a sequence: which authors each one forgets, and which rows it trains on.
+"""Forget requests of a sequence: which authors (TOFU) or corpora (text, e.g. WMDP) each one
+forgets, and which rows it trains on.
 
 ``sequence.requests`` is either a number (the authors of ``sequence.split`` in that many equal
 consecutive groups: forget10's 20 authors in 5 requests of 4) or a list of forget splits
 (``[forget01, forget05, forget10]``: each request forgets the authors of its split not forgotten
 by an earlier one). The evaluation's forget set is the union (``sequence.split``, by default the
 largest split listed), so one retain-model reference serves every request.
+
+On text data (``data=wmdp``) a request is a forget corpus: ``sequence.requests=[bio,cyber]``
+forgets the bio corpus, then the cyber one; every request keeps the retain corpora.
 """
 
 from __future__ import annotations
@@ -21,11 +25,23 @@ Row = dict[str, Any]
 
 @dataclass(frozen=True)
 class Request:
-    """One forget request: its 1-based number, a name for reports and the authors it forgets."""
+    """One forget request: its 1-based number, a name for reports and the authors (or, on text
+    data, the forget corpora) it forgets."""
 
     number: int
     name: str
-    authors: tuple[int, ...]
+    authors: tuple[int, ...] = ()
+    corpora: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        """What a sequence keeps of the request (sequence.jsonl, the run card, the edit's provenance)."""
+        return {"request": self.number, "name": self.name,
+                **({"corpora": list(self.corpora)} if self.corpora else {"authors": list(self.authors)})}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Request:
+        return cls(int(record["request"]), str(record["name"]), tuple(record.get("authors") or ()),
+                   tuple(record.get("corpora") or ()))
 
 
 def author_groups(requests: Sequence[tuple[int, Sequence[int]]]) -> dict[str, list[int]]:
@@ -33,6 +49,13 @@ def author_groups(requests: Sequence[tuple[int, Sequence[int]]]) -> dict[str, li
     authors (``request_<k>``) and all of them together (``forgotten``)."""
     groups = {f"request_{number}": list(authors) for number, authors in requests}
     groups["forgotten"] = [a for _, authors in requests for a in authors]
+    return groups
+
+
+def corpus_groups(requests: Sequence[Request]) -> dict[str, list[str]]:
+    """The text evaluation's groups: each request's corpora and all forgotten so far."""
+    groups = {f"request_{r.number}": list(r.corpora) for r in requests}
+    groups["forgotten"] = [c for r in requests for c in r.corpora]
     return groups
 
 
@@ -58,6 +81,8 @@ def union_split(seq: Mapping[str, Any]) -> str:
 def plan(seq: Mapping[str, Any], source: Any) -> list[Request]:
     """The requests in order (checked: each forgets at least one author, none twice, all inside
     the union split)."""
+    if source.kind == "text":
+        return corpus_plan(seq, source)
     requests = seq.get("requests")
     split = union_split(seq)
     union = source_authors(source, split)
@@ -91,6 +116,39 @@ def plan(seq: Mapping[str, Any], source: Any) -> list[Request]:
     return out
 
 
+def corpus_plan(seq: Mapping[str, Any], source: Any) -> list[Request]:
+    """Text data: one forget corpus (of data.forget_corpora) per request, each once."""
+    requests = seq.get("requests")
+    corpora = list(source.forget_corpora)
+    if isinstance(requests, str) or not isinstance(requests, Sequence) or not requests:
+        raise GrunError(f"sequence.requests={requests!r}: on text data a request is a forget corpus; list them, "
+                        f"e.g. sequence.requests=[{','.join(corpora)}]")
+    out: list[Request] = []
+    for k, name in enumerate(str(r) for r in requests):
+        if name not in corpora:
+            raise GrunError(f"sequence.requests: {name} is not one of data.forget_corpora={corpora}; list forget "
+                            f"corpora, e.g. sequence.requests=[{','.join(corpora)}]")
+        if any(name in r.corpora for r in out):
+            raise GrunError(f"sequence.requests: {name} is listed twice; each corpus is forgotten once")
+        out.append(Request(k + 1, name, corpora=(name,)))
+    return out
+
+
+def next_request(source: Any, split: str, earlier: Sequence[Request], union: str) -> Request:
+    """One more request after ``earlier`` (``base_run=``): ``split``'s authors not forgotten yet,
+    all requests inside the evaluation's ``union`` split."""
+    done = {a for r in earlier for a in r.authors}
+    authors = [a for a in source_authors(source, split) if a not in done]
+    if not authors:
+        raise GrunError(f"data.forget_split={split}: every one of its authors was forgotten by the base run already; "
+                        "give a larger split, e.g. data.forget_split=forget10")
+    outside = sorted(done - set(source_authors(source, union)))
+    if outside:
+        raise GrunError(f"data.forget_split={split}: the base run's authors are not all inside {union}, so one "
+                        "evaluation cannot report every request; give a split that holds them (TOFU's are nested)")
+    return Request(len(earlier) + 1, split, tuple(authors))
+
+
 def source_authors(source: Any, split: str) -> list[int]:
     forget_percent(split)
     return sorted({r["author"] for r in source.raw(split)})
@@ -98,7 +156,11 @@ def source_authors(source: Any, split: str) -> list[int]:
 
 def request_rows(source: Any, request: Request, forgotten: Sequence[int], retain_split: str) -> tuple[list[Row], list[Row]]:
     """A request's training rows: its authors' rows of the union split, and the retain split's
-    rows of every author not forgotten so far (this request's and the earlier ones' excluded)."""
+    rows of every author not forgotten so far (this request's and the earlier ones' excluded).
+    Text data: its corpora's training texts, and the retain corpora's."""
+    if request.corpora:
+        wanted = set(request.corpora)
+        return [r for r in source.rows("forget") if r["corpus"] in wanted], source.rows("retain")
     authors, gone = set(request.authors), set(forgotten) | set(request.authors)
     forget = [r for r in source.rows("forget") if r["author"] in authors]
     retain = [r for r in source.rows(retain_split) if r["author"] not in gone]

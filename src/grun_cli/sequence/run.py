@@ -1,7 +1,8 @@
 """`grun unlearn sequence=...`: forget requests one after the other in one run folder.
 
 Each request trains on its own authors' rows, with a retain set that leaves out every author
-forgotten so far. GRUN adds one gated edit per request on the frozen model (the earlier edits
+forgotten so far (text data: its forget corpus, with the retain corpora). ``base_run=`` runs one
+more request on an earlier run's model (sequence/base_run.py). GRUN adds one gated edit per request on the frozen model (the earlier edits
 frozen underneath, combined as ``adapter.combine`` says); LoRA and full fine-tuning go on
 training from the previous request's weights. After each request the evaluation reports the
 forget metrics of every request's authors so far (``request_<k>_*``), of all of them together
@@ -26,7 +27,16 @@ from grun_cli.commands.context import plain_config, seed_everything
 from grun_cli.data.source import fingerprint
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json, atomic_write_text
-from grun_cli.sequence.requests import Request, author_groups, plan, request_rows, union_split
+from grun_cli.sequence.base_run import BaseRun
+from grun_cli.sequence.requests import (
+    Request,
+    author_groups,
+    corpus_groups,
+    next_request,
+    plan,
+    request_rows,
+    union_split,
+)
 from grun_cli.train.run_card import run_card, write_run_card
 from grun_cli.train.tracking import start_tracking
 
@@ -48,27 +58,35 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
         raise GrunError("sequence=... runs in one process (each request trains, then evaluates); start it "
                         "without accelerate launch")
     started = time.time()
-    split = union_split(cfg.sequence)
-    with open_dict(cfg):  # the evaluation's forget set (and its retain reference) is the union
-        cfg.data.forget_split = split
+    base_run = BaseRun.read(cfg.base_run) if cfg.get("base_run") else None
+    new_split = str(cfg.data.get("forget_split"))
+    if cfg.data.get("kind") != "text":  # (text: requests are forget corpora, the forget texts all of them)
+        split = base_run.union_split(new_split) if base_run else union_split(cfg.sequence)
+        with open_dict(cfg):  # the evaluation's forget set (and its retain reference) is the union
+            cfg.data.forget_split = split
     config = plain_config(cfg)
     s = setup(cfg)
-    if s.source.kind == "text":
-        raise GrunError(f"sequence=...: forget requests are groups of TOFU authors; data={cfg.data.name} has "
-                        "text corpora (not supported for sequences yet); use data=tofu or data=synthetic")
     if cfg.get("resume"):
         raise GrunError("resume=true does not continue a sequence yet; start it again in a new folder")
-    requests = plan(cfg.sequence, s.source)
     retain_split = str(cfg.sequence.get("retain_split") or "full")
-    log.info("sequence: %d requests over %s: %s", len(requests), split,
-             "; ".join(f"{r.number}: {r.name} (authors {list(r.authors)})" for r in requests))
-    base_print = base_fingerprint(s.loaded.model)
-    tracker = start_tracking(cfg.logger, out, config, job_type="unlearn", name=out.name)
+    base_print = base_fingerprint(s.loaded.model)  # before an earlier run's weights are loaded
     adapter: Any = None
-    forgotten: list[int] = []
     lines: list[dict[str, Any]] = []
+    if base_run:
+        requests = base_run.requests(s.source)
+        requests.append(next_request(s.source, new_split, requests, split))
+        lines = base_run.lines(s.source)
+        adapter = base_run.load(s, s.source)
+        log.info("base_run=%s: %d earlier requests (%s adapter); one more: %s", base_run.path, len(lines),
+                 base_run.kind, new_split)
+    else:
+        requests = plan(cfg.sequence, s.source)
+    log.info("sequence: %d requests over %s: %s", len(requests), s.source.forget_split,
+             "; ".join(f"{r.number}: {r.name} ({r.record()})" for r in requests))
+    forgotten = [a for r in requests[: len(lines)] for a in r.authors]
+    tracker = start_tracking(cfg.logger, out, config, job_type="unlearn", name=out.name)
     try:
-        for request in requests:
+        for request in requests[len(lines):]:
             adapter, line = _one_request(s, request, adapter, forgotten, retain_split, out, tracker, requests)
             forgotten.extend(request.authors)
             lines.append(line)
@@ -86,9 +104,10 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
         write_run_card(out, run_card(
             "unlearn", config, status="complete", adapter=str(out / "adapter"), base_model=base,
             method=s.method.name, adapter_kind=adapter.kind, efficiency=adapter.describe(),
-            data={"source": s.source.describe(), "forget_split": split, "retain_split": retain_split,
+            data={"source": s.source.describe(), "forget_split": s.source.forget_split, "retain_split": retain_split,
                   "pairing": str(cfg.pairing), "idk_answers": s.idk_source,
-                  "sequence": [line["request"] for line in lines]},
+                  "sequence": [line["request"] for line in lines],
+                  **({"base_run": str(base_run.path)} if base_run else {})},
             metrics=metrics, wall_time_s=metrics["wall_time_s"]))
     except BaseException:
         tracker.finish(exit_code=1)
@@ -108,13 +127,13 @@ def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], 
     started = time.time()
     folder = out / "requests" / f"{request.number:02d}"
     forget_rows, retain_rows = request_rows(s.source, request, forgotten, retain_split)
-    log.info("request %d/%d (%s): forget %d rows of authors %s, retain %d rows (%s without %d forgotten authors)",
-             request.number, len(requests), request.name, len(forget_rows), list(request.authors),
-             len(retain_rows), retain_split, len(forgotten) + len(request.authors))
+    log.info("request %d/%d (%s): forget %d rows of %s, retain %d rows (%s without %d forgotten authors)",
+             request.number, len(requests), request.name, len(forget_rows), list(request.corpora or request.authors),
+             len(retain_rows), "retain corpora" if request.corpora else retain_split,
+             len(forgotten) + len(request.authors))
     dataset = s.dataset(forget_rows, retain_rows)
     seed_everything(int(cfg.seed) + request.number - 1)  # each request's edit from its own seed
-    info = {"request": request.number, "name": request.name, "authors": list(request.authors),
-            "forget_rows": len(forget_rows), "retain_rows": len(retain_rows),
+    info = {**request.record(), "forget_rows": len(forget_rows), "retain_rows": len(retain_rows),
             "fingerprint": fingerprint(forget_rows + retain_rows), "method": s.method.name}
     adapter = next_adapter(s, previous, info)
     caches = prepare_caches(cfg, s.method, adapter, dataset, s.tokenizer.pad_token_id)
@@ -161,6 +180,8 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
     """The evaluation after a request: TOFU with every finished request's authors as a group and
     all of them together (``eval.enabled``), else the answer probabilities of the probe rows."""
     cfg = s.cfg
+    if s.source.kind == "text":
+        return _evaluate_text(s, adapter, folder, done)
     groups = author_groups([(r.number, r.authors) for r in done])
     if cfg.eval.enabled:
         from grun_cli.commands.eval import run_evaluation
@@ -176,6 +197,25 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
     return metrics
 
 
+def _evaluate_text(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[str, Any]:
+    """Text data: the held-out NLL of each finished request's corpora and of all of them, then the
+    evaluation (lm-eval tasks, held-out NLL, gates) or, without it, the held-out NLL alone."""
+    from grun_cli.eval.text_nll import corpus_nll
+
+    cfg = s.cfg
+    metrics = corpus_nll(adapter.model, s.tokenizer, s.template, s.source, corpus_groups(done), s.max_length,
+                         batch_size=int(cfg.probe.batch_size), adapter=adapter)
+    if cfg.eval.enabled:
+        from grun_cli.commands.eval import run_evaluation
+
+        folder.mkdir(parents=True, exist_ok=True)
+        metrics.update(run_evaluation(cfg, folder, model=adapter.model, tokenizer=s.tokenizer, source=s.source,
+                                      adapter=adapter))
+    else:
+        metrics.update(s.probe(adapter.model, {}, "", adapter=adapter))
+    return metrics
+
+
 def line_text(line: dict[str, Any]) -> str:
     """One console line per request: forget quality / Prob on its own authors and on all so far,
     model utility."""
@@ -185,6 +225,9 @@ def line_text(line: dict[str, Any]) -> str:
         v = m.get(key)
         return "n/a" if v is None else f"{v:.4g}"
 
+    if f"request_{k}_forget_text_nll" in m:
+        return (f"request {k} ({line['request']['name']}): held-out NLL of its corpus {fmt(f'request_{k}_forget_text_nll')}"
+                f", all forgotten {fmt('forgotten_forget_text_nll')}, retain {fmt('retain_text_nll')}")
     if "model_utility" in m:
         return (f"request {k} ({line['request']['name']}): this request FQ {fmt(f'request_{k}_forget_quality')} "
                 f"Prob {fmt(f'request_{k}_forget_Q_A_Prob')}; all forgotten FQ {fmt('forgotten_forget_quality')} "
