@@ -321,3 +321,30 @@ def test_bad_repro_settings_fail_in_one_line(clean_env: dict[str, str], tmp_path
     assert r.returncode == 2, r.stderr[-2000:]
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert time.time() - started < 120
+
+
+def test_a_later_tables_target_is_built_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """grun repro builds the next tables' cached tiny targets in a background process while a
+    table runs; the table that needs one then finds it (and would wait on the lock if not done)."""
+    import yaml
+    from hydra import compose, initialize_config_dir
+
+    from grun_cli.config import config_dir
+    from grun_cli.models.target import ensure_finetuned, finetune_config, recipe_hash
+    from grun_cli.repro.runner import cell_overrides, warm_targets
+
+    monkeypatch.setenv("GRUN_CACHE_DIR", str(tmp_path / "cache"))
+    cell = ["logger=none", *SMALL_DATA[:2], 'target.overrides=["train.max_steps=3","extra_splits=[]","check.max_rows=0"]']
+    table = load_table(_table(tmp_path, "later", yaml.safe_dump(
+        {**MINI_TABLE, "cells": {"ci": [{"method": "npo", "adapter": "grun", "experiment": "tiny_tofu/npo_grun",
+                                         "overrides": cell}]}})))
+    proc = warm_targets([(table, "synthetic")], "ci", 42, [], threads=1)
+    proc.join(timeout=300)
+    assert proc.exitcode == 0
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        cfg = compose(config_name="unlearn", overrides=cell_overrides(table.cells["ci"][0], 42, "synthetic", table, []))
+        folder = tmp_path / "cache" / "finetuned" / recipe_hash(finetune_config(cfg, "full"))
+        assert (folder / "run_card.json").is_file()  # built by the background process
+        built = (folder / "run_card.json").stat().st_mtime_ns
+        assert ensure_finetuned(cfg, "full") == folder and (folder / "run_card.json").stat().st_mtime_ns == built
+    assert warm_targets([], "ci", 42, [], threads=1) is None

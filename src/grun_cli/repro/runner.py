@@ -173,6 +173,48 @@ def prebuild_finetunes(overrides: Sequence[str], jobs: int, threads: int) -> Non
             future.result()
 
 
+def _target_in_child(overrides: Sequence[str], threads: int) -> None:
+    """A table's cached tiny target (nothing for other models), built in a background process."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from grun_cli.config import config_dir
+    from grun_cli.models.target import ensure_finetuned
+
+    torch.set_num_threads(threads)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        cfg = compose(config_name="unlearn", overrides=list(overrides))
+        if cfg.model.name == "tiny" and not cfg.model.get("name_or_path"):
+            ensure_finetuned(cfg, "full")
+
+
+def warm_targets(later: Sequence[tuple[Table, str | None]], scale: str, seed: int, extra: Sequence[str],
+                 threads: int) -> Any:
+    """Start building the later tables' cached tiny targets in one background process while the
+    current table runs: it fills the core a table leaves idle (its reference evaluation, its last
+    cell). A table needing a target still being built waits on the cache's lock and reuses it
+    (never builds it twice); the bytes are those an in-process build writes (same recipe, same
+    thread count). Returns the process (daemonic: it ends with `grun repro`), or None."""
+    import multiprocessing
+
+    wanted = [cell_overrides(table.cells[scale][0], seed, data, table, extra)
+              for table, data in later if table.cells.get(scale)]
+    if not wanted:
+        return None
+    proc = multiprocessing.get_context("spawn").Process(target=_warm_all, args=(wanted, threads), daemon=True,
+                                                        name="grun-repro-warm")
+    proc.start()
+    return proc
+
+
+def _warm_all(wanted: Sequence[Sequence[str]], threads: int) -> None:
+    for overrides in wanted:
+        try:
+            _target_in_child(overrides, threads)
+        except Exception as e:  # noqa: BLE001 - the table that needs it builds it and reports
+            log.warning("building a later table's target in the background failed (%s); the table will try", e)
+
+
 def run_table(table: Table, scale: str, seeds: Sequence[int], out: Path, data: str | None,
               extra: Sequence[str], jobs: int = 1, threads: int = 1, echo: Any = print) -> TableRun:
     """The reference rows first (they build the cached target and retain models, so parallel
