@@ -43,7 +43,8 @@ def whole(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]):
     def get(adapter: str) -> tuple[Path, object]:
         if adapter not in runs:
             run = tmp_path_factory.mktemp(f"whole_{adapter}") / "run"
-            r = grun("unlearn", *WHOLE[adapter], *SEQUENCE, f"hydra.run.dir={run}", env=env)
+            # (a first run may build the target and the retain model too: a longer time limit)
+            r = grun("unlearn", *WHOLE[adapter], *SEQUENCE, f"hydra.run.dir={run}", env=env, timeout=1500)
             assert r.returncode == 0, r.stderr[-3000:]
             runs[adapter] = (run, r)
         return runs[adapter]
