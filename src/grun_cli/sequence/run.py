@@ -2,7 +2,8 @@
 
 Each request trains on its own authors' rows, with a retain set that leaves out every author
 forgotten so far (text data: its forget corpus, with the retain corpora). ``base_run=`` runs one
-more request on an earlier run's model (sequence/base_run.py). GRUN adds one gated edit per request on the frozen model (the earlier edits
+more request on an earlier run's model (sequence/base_run.py). GRUN adds one gated edit per
+request on the frozen model (the earlier edits
 frozen underneath, combined as ``adapter.combine`` says); LoRA and full fine-tuning go on
 training from the previous request's weights. After each request the evaluation reports the
 forget metrics of every request's authors so far (``request_<k>_*``), of all of them together
