@@ -161,10 +161,11 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
     warming = None
     for index, (table, data, expected, claims) in enumerate(plan):
         print(f"{table.name}: {table.title}" + (f" (data={data})" if data else ""))
-        if warming is None and table.kind != "efficiency" and jobs >= 2 and scale in CPU_SCALES:
-            # (not during the efficiency table: its step times want a quiet machine)
-            warming = warm_targets([(t, d) for t, d, _, _ in plan[index + 1:] if t.kind != "efficiency"],
-                                   scale, seeds[0], extra, threads) or False
+        later = plan[index + 1:]
+        if warming is None and table.kind != "efficiency" and jobs >= 2 and scale in CPU_SCALES \
+                and not any(t.kind == "efficiency" for t, _, _, _ in later):
+            # (never while the efficiency table runs: its step times want a quiet machine)
+            warming = warm_targets([(t, d) for t, d, _, _ in later], scale, seeds[0], extra, threads) or False
         left_out = table.not_run(scale)  # scale=ci: the cells only scale=cpu runs
         partial = bool(only or left_out)  # part of the table runs: numbers and claims of what ran
         if table.kind == "efficiency":
