@@ -90,8 +90,8 @@ class BaseRun:
                    "give one of the two")
         if cfg.get("resume"):
             yield "resume= does not continue a base_run= request; start it again in a new folder"
-        if (cfg.get("data") or {}).get("kind") == "text":
-            yield (f"base_run= continues a TOFU-shaped run; data={(cfg.get('data') or {}).get('name')} has text "
+        if data.get("kind") == "text":
+            yield (f"base_run= continues a TOFU-shaped run; data={data.get('name')} has text "
                    "corpora: use sequence.requests=[...] with corpora instead")
 
     def union_split(self, new_split: str) -> str:
@@ -112,8 +112,7 @@ class BaseRun:
             return [dict(r) for r in sequence]
         data = self.card["data"]
         (request,) = self.requests(source)
-        return [{"request": 1, "name": request.name, "authors": list(request.authors),
-                 "forget_rows": data.get("forget_rows"), "retain_rows": data.get("retain_rows"),
+        return [{**request.record(), "forget_rows": data.get("forget_rows"), "retain_rows": data.get("retain_rows"),
                  "fingerprint": data.get("fingerprint"), "method": self.card.get("method"), "run": str(self.path)}]
 
     def lines(self, source: Any) -> list[dict[str, Any]]:
