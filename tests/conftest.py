@@ -21,6 +21,20 @@ def _shared_data() -> Path | None:
     return None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Share the cores among pytest-xdist's workers: torch's default (one thread per core) in
+    every worker, and in every `grun` it starts, oversubscribes the CPU, and oversubscribed
+    OpenMP threads spin against each other (an eval ran 5-10x slower that way on 2 cores).
+    An OMP_NUM_THREADS the user set wins."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // workers))
+    os.environ["OMP_NUM_THREADS"] = threads
+    os.environ.setdefault("MKL_NUM_THREADS", threads)
+    import torch
+
+    torch.set_num_threads(int(threads))
+
+
 SHARED_DATA = _shared_data()
 needs_shared_tofu = pytest.mark.skipif(
     SHARED_DATA is None,
@@ -84,8 +98,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def clean_env(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment for CLI subprocesses: no GRUN_DATA_DIR unless a test sets it, W&B off."""
     env = {k: v for k, v in os.environ.items() if k != "GRUN_DATA_DIR"}
-    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"))
+    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
     monkeypatch.delenv("GRUN_DATA_DIR", raising=False)
     return env
 
@@ -95,6 +108,28 @@ def grun(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: int 
     exe = Path(sys.executable).with_name("grun")
     return subprocess.run([str(exe), *args], env=env, cwd=cwd or REPO, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def grun_stopped(*args: str, ready: Path, env: dict[str, str], wait: int = 400) -> subprocess.CompletedProcess[str]:
+    """Start the real `grun`, send it SIGTERM once ``ready`` exists (a checkpoint, a saved
+    request...); the ended process, its stderr captured."""
+    import signal
+    import time
+
+    exe = Path(sys.executable).with_name("grun")
+    proc = subprocess.Popen([str(exe), *args], env=env, cwd=REPO, text=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + wait
+        while not ready.is_file():
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.time() < deadline, f"no {ready} after {wait} s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
 
 
 # A small memorised target: 2 forget authors (40 rows) + 3 retain authors (60 rows).

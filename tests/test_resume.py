@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_TARGET, REPO, SMALL_DATA, grun
+from conftest import GOOD_TARGET, REPO, SMALL_DATA, grun, grun_stopped
 
 STEPS = 48
 TIMES = ("wall_time_s", "eval_time_s", "reference_cache_s", "prefix_cache_s", "train_runtime", "train_samples_per_second", "train_steps_per_second")
@@ -34,20 +34,8 @@ def _without_times(path: Path) -> list[dict]:
 
 def _stopped(args: list[str], run: Path, env: dict[str, str], command: str) -> subprocess.CompletedProcess[str]:
     """Start the run, SIGTERM it once its first periodic checkpoint exists (mid-training)."""
-    exe = Path(sys.executable).with_name("grun")
-    proc = subprocess.Popen([str(exe), command, *args, "train.save_steps=8", f"hydra.run.dir={run}"],
-                            env=env, cwd=REPO, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 400
-        while not (run / "trainer" / "checkpoint-8" / "grun_checkpoint.json").is_file():
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.time() < deadline, "no checkpoint-8 after 400 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
+    return grun_stopped(command, *args, "train.save_steps=8", f"hydra.run.dir={run}",
+                        ready=run / "trainer" / "checkpoint-8" / "grun_checkpoint.json", env=env)
 
 
 UNLEARN = [*SMALL_DATA, GOOD_TARGET, "method=npo", "eval.enabled=false", "probe.max_rows=20",

@@ -235,3 +235,25 @@ def test_forget_corpora_are_requests_on_text_data() -> None:
                        (2, "on text data a request is a forget corpus")):
         with pytest.raises(GrunError, match=match):
             plan({"requests": bad}, text)
+
+
+def test_what_a_stopped_sequence_resumes_from(tmp_path) -> None:
+    from grun_cli.resume import resume_overrides
+    from grun_cli.sequence.resume import check_resumable, requests_done, write_state
+
+    run = tmp_path / "run"
+    (run / "requests" / "01" / "trainer").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- sequence=tofu_forget10_in_5\n")
+    assert requests_done(run) == 0
+    with pytest.raises(GrunError, match="stopped before its first request saved anything"):
+        check_resumable(run)
+    with pytest.raises(GrunError, match="stopped before its first request saved anything"):  # before anything loads
+        resume_overrides("unlearn", [f"resume={run}"])
+    (run / "adapter").mkdir()
+    write_state(run / "adapter", 2)
+    assert requests_done(run) == 2 and check_resumable(run) == "2 finished requests"
+    assert resume_overrides("unlearn", [f"resume={run}"])[0] == "sequence=tofu_forget10_in_5"
+    (run / "adapter" / "sequence_state.json").write_text('{"requests_done": "two"}')
+    with pytest.raises(GrunError, match="is not a request count"):
+        requests_done(run)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_TARGET, SMALL_DATA, grun
+from conftest import GOOD_TARGET, SMALL_DATA, grun, grun_stopped
 
 pytestmark = pytest.mark.slow
 
@@ -136,3 +136,33 @@ def test_one_more_request_on_an_earlier_run_equals_the_whole_sequence(tmp_path: 
             [{k: v for k, v in x["metrics"].items() if k not in timing} for x in lines(run)]
     card = json.loads((more / "run_card.json").read_text())
     assert card["status"] == "complete" and card["data"]["base_run"] == str(first)
+
+
+def test_a_stopped_sequence_resumes_where_it_stopped_and_equals_the_whole(tmp_path: Path, env: dict[str, str],
+                                                                         whole) -> None:
+    """SIGTERM once request 2 has its first checkpoint: `resume=` loads request 1's saved model,
+    keeps its line, goes on with request 2 from that checkpoint — and ends where the
+    uninterrupted sequence did, every tensor and every metric."""
+    stopped = tmp_path / "stopped"
+    r = grun_stopped("unlearn", *WHOLE["grun"], *SEQUENCE, "train.save_steps=2", f"hydra.run.dir={stopped}",
+                     ready=stopped / "requests" / "02" / "trainer" / "checkpoint-2" / "grun_checkpoint.json",
+                     env=env, wait=900)
+    assert r.returncode == 143 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert f"continue it with: grun unlearn resume={stopped}" in r.stderr, r.stderr[-2000:]
+    assert (stopped / "INTERRUPTED").is_file() and not (stopped / "run_card.json").exists()
+    assert json.loads((stopped / "adapter" / "sequence_state.json").read_text()) == {"requests_done": 1}
+    assert len(lines(stopped)) == 1
+
+    r = grun("unlearn", f"resume={stopped}", env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "1 of 2 requests finished; request 2 goes on from" in r.stderr + r.stdout
+    run, _ = whole("grun")
+    saved, expected = _tensors(stopped / "adapter"), _tensors(run / "adapter")
+    assert saved.keys() == expected.keys() and len(saved) > 0
+    assert all(saved[k].equal(expected[k]) for k in saved), [k for k in saved if not saved[k].equal(expected[k])]
+    timing = {"wall_time_s", "eval_time_s", "reference_cache_s", "prefix_cache_s"}
+    assert [{k: v for k, v in x["metrics"].items() if k not in timing} for x in lines(stopped)] == \
+        [{k: v for k, v in x["metrics"].items() if k not in timing} for x in lines(run)]
+    assert json.loads((stopped / "adapter" / "sequence_state.json").read_text()) == {"requests_done": 2}
+    assert json.loads((stopped / "run_card.json").read_text())["status"] == "complete"
+    assert not (stopped / "INTERRUPTED").exists()

@@ -4,7 +4,8 @@ with its own settings, from its newest checkpoint.
 The command line is rebuilt from the folder's ``.hydra/overrides.yaml`` (YAML, read safely), so
 the resumed run composes exactly the config the stopped one had. Everything that can be checked
 without loading a model is checked here: the folder is a run of this command, not complete, and
-holds a checkpoint whose files match their checksums.
+holds a checkpoint whose files match their checksums (a sequence: a finished request's model or a
+checkpoint of the next request, sequence/resume.py).
 """
 
 from __future__ import annotations
@@ -61,6 +62,20 @@ def resume_overrides(command: str, overrides: Sequence[str]) -> list[str]:
     markers = [m for m in ("FAILED", "INTERRUPTED") if (run / m).is_file()]
     if (run / "run_card.json").is_file() and not markers:
         raise GrunError(f"{run} is a complete run (run_card.json); there is nothing to resume")
+    from grun_cli.sequence.resume import check_resumable, is_sequence_run
+
+    if command == "unlearn" and is_sequence_run(run):
+        check_resumable(run)  # the finished requests' model, the next request's checkpoint
+    else:
+        _check_checkpoint(run, command)
+    original = _read_yaml(saved)
+    if not isinstance(original, list) or not all(isinstance(o, str) for o in original):
+        raise GrunError(f"{saved} is not a list of overrides; the run folder is damaged: start the run again")
+    kept = [o for o in original if not o.startswith((KEY, "hydra."))]
+    return [*kept, f"{KEY}{_quoted(run)}", f"hydra.run.dir={_quoted(run)}"]
+
+
+def _check_checkpoint(run: Path, command: str) -> None:
     from grun_cli.train.checkpoints import latest, read_manifest
 
     checkpoint = latest(run)
@@ -70,8 +85,3 @@ def resume_overrides(command: str, overrides: Sequence[str]) -> list[str]:
     manifest = read_manifest(checkpoint)
     if manifest.get("command") != command:
         raise GrunError(f"the checkpoint in {checkpoint} is from grun {manifest.get('command')}, not grun {command}")
-    original = _read_yaml(saved)
-    if not isinstance(original, list) or not all(isinstance(o, str) for o in original):
-        raise GrunError(f"{saved} is not a list of overrides; the run folder is damaged: start the run again")
-    kept = [o for o in original if not o.startswith((KEY, "hydra."))]
-    return [*kept, f"{KEY}{_quoted(run)}", f"hydra.run.dir={_quoted(run)}"]

@@ -272,15 +272,12 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
 
 
 def _sequence(cfg: Mapping[str, Any], sequence: Mapping[str, Any]) -> Iterator[str]:
-    """A sequence's requests resolved against the data (every request forgets someone new), and
-    what a sequence cannot do yet."""
+    """A sequence's requests resolved against the data (every request forgets someone new)."""
     from grun_cli.sequence.requests import is_sequence, plan, union_split
 
     if not is_sequence(cfg):
         return
     data = cfg.get("data") or {}
-    if cfg.get("resume"):
-        yield "resume= does not continue a sequence yet; start the sequence again in a new folder"
     try:
         from grun_cli.data import make_source
 

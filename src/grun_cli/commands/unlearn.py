@@ -130,10 +130,16 @@ class Setup:
         return {"source": self.loaded.source, "revision": self.loaded.revision,
                 "fingerprint": fingerprint_, "parameters": adapter.base_parameters}
 
-    def save_adapter(self, adapter: Any, folder: Path, base: dict[str, Any]) -> None:
+    def save_adapter(self, adapter: Any, folder: Path, base: dict[str, Any], requests_done: int | None = None) -> None:
+        """The adapter (and tokenizer) as one atomic folder; a sequence's model after a request
+        records the requests it has seen in the same step (sequence/resume.py)."""
         with atomic_dir(folder) as tmp:
             adapter.save(tmp, base)
             self.tokenizer.save_pretrained(tmp / "tokenizer")
+            if requests_done is not None:
+                from grun_cli.sequence.resume import write_state
+
+                write_state(tmp, requests_done)
 
 
 def setup(cfg: DictConfig) -> Setup:

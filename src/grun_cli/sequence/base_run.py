@@ -126,19 +126,25 @@ class BaseRun:
                  "metrics": dict(self.card.get("metrics") or {})}]
 
     def load(self, s: Any, source: Any) -> Any:
-        """The earlier model on the loaded base: GRUN's edits (all frozen; the caller stacks them
-        under a new edit), LoRA's weights (trainable, going on), full fine-tuning's weights copied
-        into the base model (returns None: the next request makes its adapter as usual)."""
-        from grun_cli.adapters import load_adapter
-
-        folder = self.path / "adapter"
-        if self.kind == "full":
-            load_full_weights(s.loaded.model, folder)
-            return None
-        adapter = load_adapter(s.loaded.model, folder, trainable=self.kind == "lora")
+        """The earlier model on the loaded base (load_model_state); a single GRUN run's edit gets
+        its provenance as a request."""
+        adapter = load_model_state(s, self.path / "adapter", self.kind)
         if self.kind == "grun" and "request" not in adapter.cfg:  # a single run: its edit's provenance
             adapter.cfg["request"] = self.provenance(source)[-1]
         return adapter
+
+
+def load_model_state(s: Any, folder: Path, kind: str) -> Any:
+    """A saved model on the loaded base, to go on from: GRUN's edits (all frozen; the caller
+    stacks them under a new edit), LoRA's weights (trainable, going on), full fine-tuning's
+    weights copied into the base model (returns None: the next request makes its adapter as
+    usual)."""
+    from grun_cli.adapters import load_adapter
+
+    if kind == "full":
+        load_full_weights(s.loaded.model, folder)
+        return None
+    return load_adapter(s.loaded.model, folder, trainable=kind == "lora")
 
 
 def load_full_weights(model: Any, folder: Path) -> None:

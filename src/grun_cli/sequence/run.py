@@ -38,6 +38,7 @@ from grun_cli.sequence.requests import (
     request_rows,
     union_split,
 )
+from grun_cli.sequence.resume import request_folder
 from grun_cli.train.run_card import run_card, write_run_card
 from grun_cli.train.tracking import start_tracking
 
@@ -67,13 +68,19 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
             cfg.data.forget_split = split
     config = plain_config(cfg)
     s = setup(cfg)
-    if cfg.get("resume"):
-        raise GrunError("resume=true does not continue a sequence yet; start it again in a new folder")
     retain_split = str(cfg.sequence.get("retain_split") or "full")
     base_print = base_fingerprint(s.loaded.model)  # before an earlier run's weights are loaded
     adapter: Any = None
     lines: list[dict[str, Any]] = []
-    if base_run:
+    checkpoint = None
+    if cfg.get("resume"):  # (base_run= is refused with resume=: it is one request)
+        from grun_cli.sequence.resume import resumed
+
+        requests = plan(cfg.sequence, s.source)
+        lines, adapter, checkpoint = resumed(s, out, requests)
+        log.info("resume=%s: %d of %d requests finished%s", out, len(lines), len(requests),
+                 f"; request {len(lines) + 1} goes on from {checkpoint}" if checkpoint else "")
+    elif base_run:
         requests = base_run.requests(s.source)
         requests.append(next_request(s.source, new_split, requests, split))
         lines = base_run.lines(s.source)
@@ -88,16 +95,19 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
     tracker = start_tracking(cfg.logger, out, config, job_type="unlearn", name=out.name)
     try:
         for request in requests[len(lines):]:
-            adapter, line = _one_request(s, request, adapter, forgotten, retain_split, out, tracker, requests)
+            adapter, line = _one_request(s, request, adapter, forgotten, retain_split, out, tracker, requests,
+                                         checkpoint)
+            checkpoint = None
             forgotten.extend(request.authors)
             lines.append(line)
+            # the line first, then the model with its request count: a stop between redoes the request
             atomic_write_text(out / SEQUENCE_FILE, "".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
+            s.save_adapter(adapter, out / "adapter", s.base_record(adapter, base_print), requests_done=request.number)
             tracker.log({"sequence/request": request.number,
                          **{f"sequence/{k}": v for k, v in line["metrics"].items() if isinstance(v, int | float)}},
                         axis="sequence/request")
             print(line_text(line), flush=True)
         base = s.base_record(adapter, base_print)
-        s.save_adapter(adapter, out / "adapter", base)
         metrics = {**lines[-1]["metrics"], **adapter.describe(), "requests": len(requests),
                    "wall_time_s": round(time.time() - started, 1)}
         tracker.summary(metrics)
@@ -110,23 +120,26 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
                   "sequence": [line["request"] for line in lines],
                   **({"base_run": str(base_run.path)} if base_run else {})},
             metrics=metrics, wall_time_s=metrics["wall_time_s"]))
-    except BaseException:
+    except BaseException as e:
         tracker.finish(exit_code=1)
+        if isinstance(e, KeyboardInterrupt) and not getattr(e, "checkpoint", None) and lines:
+            e.checkpoint = str(out / "adapter")  # the CLI says how to resume
         raise
     tracker.finish()
     return metrics
 
 
 def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], retain_split: str, out: Path,
-                 tracker: Any, requests: list[Request]) -> tuple[Any, dict[str, Any]]:
-    """Train and evaluate one request; returns the adapter (the next request builds on it) and
+                 tracker: Any, requests: list[Request], checkpoint: Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train (from ``checkpoint`` when a resumed sequence stopped during this request's
+    training) and evaluate one request; returns the adapter (the next request builds on it) and
     its sequence.jsonl line."""
     from grun_cli.commands.unlearn import prepare_caches
     from grun_cli.train.checkpoints import drop_checkpoints, train
 
     cfg = s.cfg
     started = time.time()
-    folder = out / "requests" / f"{request.number:02d}"
+    folder = request_folder(out, request.number)
     forget_rows, retain_rows = request_rows(s.source, request, forgotten, retain_split)
     log.info("request %d/%d (%s): forget %d rows of %s, retain %d rows (%s without %d forgotten authors)",
              request.number, len(requests), request.name, len(forget_rows), list(request.corpora or request.authors),
@@ -139,7 +152,7 @@ def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], 
     adapter = next_adapter(s, previous, info)
     caches = prepare_caches(cfg, s.method, adapter, dataset, s.tokenizer.pad_token_id)
     trainer = s.trainer(adapter, dataset, folder / "trainer", tracker)
-    train(trainer, "unlearn", None)
+    train(trainer, "unlearn", checkpoint)
     info["train_steps"] = trainer.state.global_step
     if adapter.kind == "grun":
         adapter.cfg["request"] = info
