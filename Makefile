@@ -5,8 +5,9 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.grun-installed
 # One pytest worker per core (pytest-xdist), each test file on one worker (its module fixtures
-# built once); PYTEST_ARGS="-n 0" runs in one process.
-PYTEST_ARGS ?= -n auto --dist loadfile
+# built once), the longest files first (tests/conftest.py: LONGEST_FIRST); PYTEST_ARGS="-n 0" runs
+# in one process.
+PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: install test lint demo repro-ci repro-cpu repro-paper clean
 

@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=200)
     ap.add_argument("--max-rows", type=int, default=None, help="rows per set (spread over authors); default all")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--grun-batch", type=int, default=None, help="grun's scoring batch (default: conf/eval/tofu.yaml)")
+    ap.add_argument("--grun-gen-batch", type=int, default=None, help="grun's generation batch (default: conf)")
     ap.add_argument("--model", default=None, help="a checkpoint folder instead of the cached tiny target")
     args = ap.parse_args()
 
@@ -60,6 +62,10 @@ def main() -> None:
     sets = eval_sets(source, args.max_rows)
     max_length = int(cfg.model.max_length)
     eval_cfg = {**cfg.eval, "max_new_tokens": args.max_new_tokens}  # grun's own batch sizes (conf/eval/tofu.yaml)
+    if args.grun_batch:
+        eval_cfg["batch_size"] = args.grun_batch
+    if args.grun_gen_batch:
+        eval_cfg["gen_batch_size"] = args.grun_gen_batch
 
     parts: dict[str, float] = {}
     warm = {k: v[:2] for k, v in sets.items()}  # first calls (allocator, ROUGE's tokenizer) out of the timing

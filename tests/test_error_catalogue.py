@@ -121,6 +121,9 @@ FILE_CATALOGUE = [
      ["eval", "run={tmp}/saved"], "run_card.json is unreadable (JSONDecodeError: truncated or corrupted)"),
     ("eval-of-a-folder-without-card", _write("saved/metrics.json", "{}"),
      ["eval", "run={tmp}/saved"], "is not a completed grun run (no run_card.json)"),
+    ("resume-sequence-nothing-saved", lambda t: (_write("saved/.hydra/overrides.yaml", "- sequence=tofu_forget10_in_5\n")(t),
+                                                 _write("saved/requests/01/train_log.jsonl", "")(t)),
+     ["unlearn", "resume={tmp}/saved"], "stopped before its first request saved anything"),
 ]
 
 

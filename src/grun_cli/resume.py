@@ -76,7 +76,7 @@ def resume_overrides(command: str, overrides: Sequence[str]) -> list[str]:
 
 
 def _check_checkpoint(run: Path, command: str) -> None:
-    from grun_cli.train.checkpoints import latest, read_manifest
+    from grun_cli.train.manifest import latest, read_manifest
 
     checkpoint = latest(run)
     if checkpoint is None:

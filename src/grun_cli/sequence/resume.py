@@ -57,7 +57,7 @@ def requests_done(run: Path) -> int:
 def request_checkpoint(run: Path, number: int, verify: bool = True) -> Path | None:
     """The newest checkpoint of request ``number``'s training (files checked against their
     manifest), or None when it stopped before its first."""
-    from grun_cli.train.checkpoints import latest, read_manifest
+    from grun_cli.train.manifest import latest, read_manifest
 
     checkpoint = latest(request_folder(run, number))
     if checkpoint is not None and verify:

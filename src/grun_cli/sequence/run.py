@@ -107,6 +107,8 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
                          **{f"sequence/{k}": v for k, v in line["metrics"].items() if isinstance(v, int | float)}},
                         axis="sequence/request")
             print(line_text(line), flush=True)
+        if adapter is None:  # full fine-tuning resumed after its last request: its weights are loaded
+            adapter = next_adapter(s, None, {})
         base = s.base_record(adapter, base_print)
         metrics = {**lines[-1]["metrics"], **adapter.describe(), "requests": len(requests),
                    "wall_time_s": round(time.time() - started, 1)}
