@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_TARGET, REPO, SMALL_DATA, grun, grun_stopped
+from conftest import GOOD_TARGET, SMALL_DATA, grun, grun_stopped
 
 STEPS = 48
 TIMES = ("wall_time_s", "eval_time_s", "reference_cache_s", "prefix_cache_s", "train_runtime", "train_samples_per_second", "train_steps_per_second")
@@ -75,18 +73,9 @@ def test_a_run_stopped_during_its_evaluation_resumes_without_training_again(clea
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     r = grun("unlearn", *args, f"hydra.run.dir={whole}", env=clean_env)
     assert r.returncode == 0, r.stderr[-3000:]
-    exe = Path(sys.executable).with_name("grun")
-    proc = subprocess.Popen([str(exe), "unlearn", *args, f"hydra.run.dir={stopped}"], env=clean_env, cwd=REPO,
-                            text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        while not (stopped / "adapter" / "grun_adapter.json").is_file():  # trained and saved: evaluating now
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143 and (stopped / "trainer" / "checkpoint-20").is_dir()
+    r = grun_stopped("unlearn", *args, f"hydra.run.dir={stopped}", env=clean_env,
+                     ready=stopped / "adapter" / "grun_adapter.json")  # trained and saved: evaluating now
+    assert r.returncode == 143 and (stopped / "trainer" / "checkpoint-20").is_dir()
     r = grun("unlearn", f"resume={stopped}", env=clean_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _digest(stopped / "adapter") == _digest(whole / "adapter")

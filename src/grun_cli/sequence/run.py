@@ -124,7 +124,7 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
             metrics=metrics, wall_time_s=metrics["wall_time_s"]))
     except BaseException as e:
         tracker.finish(exit_code=1)
-        if isinstance(e, KeyboardInterrupt) and not getattr(e, "checkpoint", None) and lines:
+        if isinstance(e, KeyboardInterrupt) and not getattr(e, "checkpoint", None) and lines and not base_run:
             e.checkpoint = str(out / "adapter")  # the CLI says how to resume
         raise
     tracker.finish()
