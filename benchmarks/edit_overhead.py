@@ -32,7 +32,7 @@ def measure(args: argparse.Namespace, arch: str) -> dict:
     with torch.device(device):
         model = LlamaForCausalLM(config).to(getattr(torch, args.dtype)).eval()
     adapter = make_adapter(model, {"kind": "grun", "rank": 4, "gate": "mlp", "gate_weight": 10.0,
-                                   "dtype": "float32" if device.type == "cpu" else "auto"})
+                                   "dtype": "float32"})
     ids = torch.randint(3, config.vocab_size, (args.batch, args.prompt), device=device)
     mask = torch.ones_like(ids)
     full = torch.randint(3, config.vocab_size, (args.batch, args.prompt + args.new_tokens), device=device)

@@ -9,15 +9,25 @@
 # into experiments/efficiency/gpu/ with the date and the GPU's name.
 #   bash benchmarks/gpu_check.sh
 #   ARCH=tiny DEVICE=cpu DTYPE=float32 bash benchmarks/gpu_check.sh    # a dry run of the script on CPU
+# On a bare GPU image that has torch but not this project's other pins, put their wheels in .whl/
+# (transformers, huggingface-hub, tokenizers, datasets, pyvene, pyreft, peft and what they need
+# that the image lacks): they are installed into /tmp/site first and put on PYTHONPATH.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ARCH=${ARCH:-llama3.1-8b}; DEVICE=${DEVICE:-cuda}; DTYPE=${DTYPE:-bfloat16}
 OUT=${OUT:-gpu_check_out}; mkdir -p "$OUT"
-PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+if [ -d .whl ] && [ ! -x .venv/bin/python ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "gpu check: the wheels in .whl/ did not install"; exit 1; }
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 {
   echo "== $(date -u +%FT%TZ) $( (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo no GPU) 2>/dev/null | head -1)"
+  "$PY" -c "import torch, transformers, peft, pyreft; print('== torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)" 2>&1 | grep "^=="
   echo "== 1. step cost, $ARCH $DEVICE $DTYPE (NPO, batch 8 + 8 x 256 tokens)"
-  timeout 300 "$PY" benchmarks/step_cost.py --arch "$ARCH" --device "$DEVICE" --dtype "$DTYPE" --method npo \
+  timeout 360 "$PY" benchmarks/step_cost.py --arch "$ARCH" --device "$DEVICE" --dtype "$DTYPE" --method npo \
     --batch 8 --seq 256 --steps 5 --warmup 2 --reference live cached --json "$OUT/step_cost.json" \
     || echo "step cost: stopped (rc $?)"
   echo "== 2. edit overhead, $ARCH (generation and scoring, edit on vs off)"

@@ -241,6 +241,9 @@ def time_all(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
         for r in range(max(1, args.rounds)):
             for a in names[r % len(names):] + names[: r % len(names)]:
                 runs[a].append(run_child(args, arch, a))
+                done = runs[a][-1]  # a line per run as it ends: a stopped benchmark keeps what it measured
+                print(f"  ({arch} {a}: " + (f"failed: {done['error']})" if "error" in done else
+                      f"{done['step_ms']:.1f} ms, {done['peak_mb']:.0f} MB)"), flush=True)
         rows = [median_row(runs[a]) for a in names]
         results[arch] = {r["adapter"]: r for r in rows}
         full = results[arch].get("full", rows[0])  # ratios to live full fine-tuning

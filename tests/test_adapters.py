@@ -184,10 +184,12 @@ def test_rotation_stays_orthonormal_under_training(tiny) -> None:
     labels = IDS.clone()
     labels[:, :4] = -100
     inputs = {"input_ids": IDS, "attention_mask": MASK, "labels": labels, "positions": torch.tensor([3, 3])}
+    # other rows for retain: with the same rows GD's two terms cancel and no edit gets a gradient
+    retain = {**inputs, "input_ids": IDS + 20, "labels": torch.where(labels < 0, labels, labels + 20)}
     before = [e.rotation().detach().clone() for e in adapter.edits.values()]
     for _ in range(20):
-        loss = method.loss({"forget": inputs, "retain": inputs}, access)["loss"]
-        loss = loss + adapter.aux_loss({"forget": inputs, "retain": inputs}, access.forward)["loss"]
+        loss = method.loss({"forget": inputs, "retain": retain}, access)["loss"]
+        loss = loss + adapter.aux_loss({"forget": inputs, "retain": retain}, access.forward)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -220,12 +222,18 @@ def test_generation_edits_the_prompt_forward_only(tiny) -> None:
 
 
 def test_edit_dtype_option(tiny) -> None:
-    with pytest.raises(GrunError, match="no half-precision CPU kernel"):
+    with pytest.raises(GrunError, match="no half-precision kernel"):
         make_adapter(fresh(tiny), {**GRUN, "dtype": "bfloat16"})
     with pytest.raises(GrunError, match="adapter.dtype=int8"):
         make_adapter(fresh(tiny), {**GRUN, "dtype": "int8"})
     adapter = make_adapter(fresh(tiny), {**GRUN, "dtype": "auto"})
     assert all(p.dtype == torch.float32 for p in adapter.trainable_parameters())
+    half = fresh(tiny).to(torch.bfloat16)  # auto on a half model: the edit in float32, cast back
+    adapter = make_adapter(half, {**GRUN, "dtype": "auto"})
+    assert all(p.dtype == torch.float32 for p in adapter.trainable_parameters())
+    ids = torch.tensor([[5, 6, 7]])
+    with adapter.editing([2]):
+        assert half(input_ids=ids).logits.dtype == torch.bfloat16
 
 
 def test_unlearn_warmup_scales_the_method_term(tiny, tmp_path: Path) -> None:
@@ -297,3 +305,18 @@ def test_checkpoint_state_round_trip_is_exact(tiny) -> None:
     assert torch.equal(logits(second.model, second), logits(first.model, first))
     with pytest.raises(GrunError, match="does not fit adapter=grun"):
         second.load_checkpoint_state({k: v for k, v in list(state.items())[1:]})
+
+
+def test_inference_computes_each_rotation_once_and_the_same(tiny, monkeypatch) -> None:
+    """Without gradients each edit's Householder product runs once per forward (not at both
+    reads of R), and the edited logits are the grad-mode ones bit for bit."""
+    adapter = make_adapter(fresh(tiny), GRUN)
+    with adapter.editing([3, 3]):
+        trained_way = adapter.model(input_ids=IDS, attention_mask=MASK).logits.detach()
+    calls = []
+    product = torch.linalg.householder_product
+    monkeypatch.setattr(torch.linalg, "householder_product", lambda *a: calls.append(1) or product(*a))
+    with torch.no_grad(), adapter.editing([3, 3]):
+        inferred = adapter.model(input_ids=IDS, attention_mask=MASK).logits
+    assert len(calls) == len(GRUN["layers"])
+    assert torch.equal(inferred, trained_way)

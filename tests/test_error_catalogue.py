@@ -52,6 +52,7 @@ CATALOGUE = [
     ("grun-rank-zero", ["unlearn", "adapter.rank=0"], "adapter.rank=0: input should be greater than or equal to 1"),
     ("grun-layer-beyond-depth", ["unlearn", "adapter.layers=[99]"], "adapter.layers=[99]: block [99] outside the model's decoder blocks 0..3"),
     ("grun-layer-twice", ["unlearn", "adapter.layers=[2,2]"], "adapter.layers=[2, 2]: a block is listed twice"),
+    ("grun-edit-half-precision", ["unlearn", "adapter.dtype=bfloat16"], "adapter.dtype=bfloat16: the LoReFT rotation's Householder product has no half-precision kernel"),
     ("grun-gate-typo", ["unlearn", "adapter.gate=mpl"], "adapter.gate=mpl: input should be 'linear' or 'mlp'"),
     ("grun-gate-weight-negative", ["unlearn", "adapter.gate_weight=-1"], "adapter.gate_weight=-1"),
     ("lora-dropout-one", ["unlearn", "adapter=lora", "adapter.dropout=1.0"], "adapter.dropout=1.0: input should be less than 1"),

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grun_cli.errors import GrunError
+from grun_cli.errors import HALF_PRECISION, HALF_PRECISION_ERROR, GrunError
 
 #: transformers' SchedulerType values (tests/test_settings_check.py keeps the list in step)
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -81,6 +81,13 @@ class GrunSettings(_Group):
     combine: Literal["sum", "official"] = "sum"
     combine_coeff: float = 0.6
     combine_bias: float = 0.6
+
+    @field_validator("dtype")
+    @classmethod
+    def _edit_dtype_has_kernels(cls, name: str) -> str:
+        if name in HALF_PRECISION:
+            raise ValueError(HALF_PRECISION_ERROR.format(name=name))
+        return name
 
 
 class SequenceSettings(_Group):

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from grun_cli.adapters.base import Adapter, decoder_layers
-from grun_cli.errors import GrunError
+from grun_cli.errors import HALF_PRECISION, HALF_PRECISION_ERROR, GrunError
 
 GATES = ("linear", "mlp")
 COMBINES = ("sum", "official")
@@ -118,10 +119,10 @@ class GrunAdapter(Adapter):
         name = str(cfg.get("dtype") or "float32")
         if name not in ("auto", "float32", "bfloat16", "float16"):
             raise GrunError(f"adapter.dtype={name} is not one of auto, float32, bfloat16, float16")
-        dtype = first.dtype if name == "auto" else getattr(torch, name)
-        if dtype != torch.float32 and device.type == "cpu":
-            raise GrunError(f"adapter.dtype={name} on CPU: the LoReFT rotation's Householder product "
-                            "has no half-precision CPU kernel; use adapter.dtype=float32")
+        if name in HALF_PRECISION:
+            raise GrunError(HALF_PRECISION_ERROR.format(name=name))
+        # auto: the model's dtype where the rotation can be computed in it, float32 for a half model
+        dtype = first.dtype if name == "auto" and first.dtype in (torch.float32, torch.float64) else torch.float32
         self.combine = str(cfg.get("combine") or "sum")
         if self.combine not in COMBINES:
             raise GrunError(f"adapter.combine={self.combine} is not one of {', '.join(COMBINES)}")
@@ -158,7 +159,11 @@ class GrunAdapter(Adapter):
             h = output[0] if isinstance(output, tuple) else output
             rows = torch.arange(h.shape[0], device=h.device)
             pos = self._positions.to(h.device)
-            new, g = self._apply(edits, h[rows, pos])
+            # Without gradients, R's Householder product once per edit, not at each of its two
+            # reads (a cuSOLVER call on CUDA); training keeps both reads, so its gradients (and
+            # every trained edit) stay bit-identical to earlier releases'.
+            with contextlib.nullcontext() if torch.is_grad_enabled() else parametrize.cached():
+                new, g = self._apply(edits, h[rows, pos])
             h = h.index_put((rows, pos), new)
             if self._role is not None and g is not None:
                 self._pending.append(g)
@@ -218,7 +223,8 @@ class GrunAdapter(Adapter):
     @contextlib.contextmanager
     def editing(self, positions: Any, role: str | None = None, once: bool = False) -> Iterator[None]:
         saved = (self._positions, self._role, self._once)
-        self._positions = torch.as_tensor(positions, dtype=torch.long)
+        # on the edits' device once, not a host-to-device copy (and sync) in every edited block
+        self._positions = torch.as_tensor(positions, dtype=torch.long, device=next(self.edits.parameters()).device)
         self._role, self._once = role, once
         try:
             yield
