@@ -10,6 +10,8 @@ half-written run behind.
 
     accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes 2 -m grun_cli unlearn adapter=full
 
+Each process holds a whole copy here; ``conf/accelerate/fsdp.yaml`` shards it (sharding.py).
+
 GRUN trains a few thousand parameters on a frozen base: it runs in one process, and a base
 too big for one device is spread over several with ``model.device_map=auto``.
 """
@@ -67,6 +69,9 @@ def check(cfg: Any, adapter_kind: str | None = None) -> None:
     from grun_cli.train.trainer import per_process_batch
 
     n = world_size()
+    if n > 1 and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise GrunError("a DeepSpeed launch: grun shards with FSDP2 instead (the same sharding as ZeRO-3): "
+                        "accelerate launch --config_file conf/accelerate/fsdp.yaml ...")
     if n > 1 and adapter_kind == "grun":
         raise GrunError(f"adapter=grun under {n} processes: GRUN trains a small edit on a frozen model, in one "
                         "process; spread a base too big for one device with model.device_map=auto instead")
@@ -101,7 +106,9 @@ def average_gradients(parameters: Sequence[Any]) -> None:
 
     if world_size() == 1 or not dist.is_initialized():
         return
+    from grun_cli.sharding import is_sharded
+
     for p in parameters:
-        if p.grad is not None:
+        if p.grad is not None and not is_sharded(p.grad):  # FSDP averaged its shards already
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(world_size())

@@ -87,9 +87,10 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
              source.describe(), split, len(main_rows), len(authors), len(extra_rows),
              list(cfg.extra_splits) or "no extra splits")
 
-    from grun_cli import distributed
+    from grun_cli import distributed, sharding
 
     distributed.check(cfg)
+    sharding.check(cfg, None)
     with distributed.main_first():
         loaded = load_model(cfg.model, source.tokenizer_corpus, cfg.paths.cache_dir)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -99,14 +100,27 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
 
     tracker = (start_tracking(cfg.logger, out, config, job_type="finetune", name=out.name)
                if track else Tracker())
-    args = training_arguments(cfg.train, str(out / "trainer"), tracker.report_to, int(cfg.seed))
+    train_cfg = cfg.train
+    sharded = sharding.requested()
+    if sharded:
+        sharding.shard(model)
+        if int(train_cfg.get("save_steps") or 0) > 0:
+            log.info("FSDP: no checkpoints (train.save_steps=%s not used); a stopped sharded run starts again",
+                     train_cfg.save_steps)
+            train_cfg = {**train_cfg, "save_steps": 0}
+    args = training_arguments(train_cfg, str(out / "trainer"), tracker.report_to, int(cfg.seed))
     trainer = Trainer(model=model, args=args, train_dataset=train_ds,
                       data_collator=QACollator(tokenizer.pad_token_id), callbacks=[NaNGuard()])
     log.info("fine-tuning %s (%.2fM parameters) on %d examples for %s",
              loaded.source, loaded.describe()["parameters"] / 1e6, len(train_ds),
              f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs")
     try:
-        result = train(trainer, "finetune", resume_checkpoint(cfg, out))
+        result = train(trainer, "finetune", resume_checkpoint(cfg, out), checkpoints=not sharded)
+        if sharded:  # every process sends its shards; rank 0 goes on with a whole copy
+            state = sharding.gather(model)
+            if distributed.is_main():
+                model = load_model(cfg.model, source.tokenizer_corpus, cfg.paths.cache_dir).model
+                model.load_state_dict(state)
         if not distributed.is_main():  # a data-parallel launch: rank 0 checks and writes the run
             return {}
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from grun_cli import sharding
 from grun_cli.commands.context import plain_config, run_dir, seed_everything
 from grun_cli.data import make_source
 from grun_cli.data.source import fingerprint, spread
@@ -120,11 +121,27 @@ class Setup:
         from grun_cli.train.unlearn_trainer import UnlearnTrainer
 
         cfg = self.cfg
-        args = training_arguments(cfg.train, str(folder), tracker.report_to, int(cfg.seed))
+        train_cfg = cfg.train
+        if sharding.requested() and int(train_cfg.get("save_steps") or 0) > 0:
+            log.info("FSDP: no checkpoints (train.save_steps=%s not used); a stopped sharded run starts again",
+                     train_cfg.save_steps)
+            train_cfg = {**train_cfg, "save_steps": 0}
+        args = training_arguments(train_cfg, str(folder), tracker.report_to, int(cfg.seed))
         return UnlearnTrainer(model=adapter.model, args=args, train_dataset=dataset,
                               data_collator=UnlearnCollator(self.tokenizer.pad_token_id), callbacks=[NaNGuard()],
                               method=self.method, adapter=adapter,
                               unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0))
+
+    def unsharded(self, adapter: Any, state: dict[str, Any]) -> Any:
+        """The trained weights gathered from an FSDP run (sharding.py) in the same adapter on a
+        fresh, whole copy of the target."""
+        from grun_cli.adapters import make_adapter
+
+        cfg = self.cfg
+        fresh = load_model(ensure_target(cfg), self.source.tokenizer_corpus, cfg.paths.cache_dir).model
+        adapter = make_adapter(fresh, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
+        adapter.model.load_state_dict(state)
+        return adapter
 
     def base_record(self, adapter: Any, fingerprint_: str) -> dict[str, Any]:
         return {"source": self.loaded.source, "revision": self.loaded.revision,
@@ -151,6 +168,7 @@ def setup(cfg: DictConfig) -> Setup:
     seed_everything(cfg.seed)
     method = make_method(cfg.method)
     distributed.check(cfg, str(cfg.adapter.kind))
+    sharding.check(cfg, str(cfg.adapter.kind))
     main = distributed.is_main()  # a data-parallel launch: the other ranks train and leave
     if cfg.model.name != "tiny":  # a big model: say what will be downloaded and trained, first
         from grun_cli.models.resolve import check_downloads, confirm, plan_target
@@ -213,6 +231,9 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     adapter = make_adapter(s.loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
     caches = prepare_caches(cfg, s.method, adapter, dataset, tokenizer.pad_token_id)
     efficiency = adapter.describe()
+    sharded = sharding.requested()
+    if sharded:  # after the caches: they are computed on the whole model
+        sharding.shard(adapter.model)
     log.info("method %s on adapter %s: %s trainable parameters (%.4f%% of %s)", s.method.name,
              adapter.kind, f"{efficiency['trainable_parameters']:,}", efficiency["trainable_percent"],
              f"{adapter.base_parameters:,}")
@@ -220,7 +241,11 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     tracker = start_tracking(cfg.logger, out, config, job_type="unlearn", name=out.name)
     trainer = s.trainer(adapter, dataset, out / "trainer", tracker)
     try:
-        train(trainer, "unlearn", resume_checkpoint(cfg, out))
+        train(trainer, "unlearn", resume_checkpoint(cfg, out), checkpoints=not sharded)
+        if sharded:  # every process sends its shards; rank 0 goes on with a whole model
+            state = sharding.gather(adapter.model)
+            if main:
+                adapter = s.unsharded(adapter, state)
         if not main:
             return {}
         metrics.update(s.probe(adapter.model, probe_sets, "after_", adapter=adapter))

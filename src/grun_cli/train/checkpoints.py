@@ -40,8 +40,10 @@ class Checkpointing(TrainerCallback):
 
     ``bind(trainer)`` before training: the sums live on the trainer."""
 
-    def __init__(self, command: str, stop: StopRequest | None = None, resume_from: Path | None = None) -> None:
+    def __init__(self, command: str, stop: StopRequest | None = None, resume_from: Path | None = None,
+                 on_stop: bool = True) -> None:
         self.command = command
+        self.on_stop = on_stop  # a checkpoint when stopped (not for a sharded run: sharding.py)
         self.stop = stop if stop is not None else StopRequest()
         self.resume_from = resume_from
         self.trainer: Any = None
@@ -65,7 +67,7 @@ class Checkpointing(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.stop:
-            control.should_save = True
+            control.should_save = self.on_stop
             control.should_training_stop = True
         elif state.global_step >= state.max_steps and getattr(args.save_strategy, "value", args.save_strategy) != "no":
             control.should_save = True  # periodic checkpoints on: the last step too (a full 8B one is ~100 GB)
@@ -84,15 +86,16 @@ class Checkpointing(TrainerCallback):
                                               "max_steps": state.max_steps, "sums": sums, "files": files})
 
 
-def train(trainer: Any, command: str, resume_from: Path | None = None) -> Any:
+def train(trainer: Any, command: str, resume_from: Path | None = None, checkpoints: bool = True) -> Any:
     """``trainer.train()`` with checkpoints; a stop signal during training ends in Interrupted
-    (with the step and the checkpoint) after the current step and its checkpoint."""
+    (with the step and the checkpoint) after the current step and its checkpoint
+    (``checkpoints=False``: none, the periodic ones off in the training arguments too)."""
     if resume_from is not None:
         manifest = read_manifest(resume_from, verify=False)  # verified before loading
         if int(manifest["step"]) >= int(manifest["max_steps"]):
             return _already_trained(trainer, resume_from, manifest)
     with finish_step_first() as stop:
-        callback = Checkpointing(command, stop, resume_from).bind(trainer)
+        callback = Checkpointing(command, stop, resume_from, on_stop=checkpoints).bind(trainer)
         trainer.add_callback(callback)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if stop:
