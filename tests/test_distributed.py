@@ -95,6 +95,7 @@ def test_refused_data_parallel(clean_env: dict[str, str], tmp_path: Path) -> Non
     ({"FSDP_VERSION": "1"}, {}, "full", "fsdp_version: 1 in the accelerate config"),
     ({"FSDP_VERSION": "2"}, {"resume": "runs/x"}, "full", "resume= under FSDP"),
     ({"FSDP_VERSION": "2"}, {"train": {"reference": "live"}}, "full", "train.reference=live with adapter=full"),
+    ({"FSDP_VERSION": "2"}, {"method": "rmu"}, "lora", "method=rmu under FSDP"),
 ])
 def test_refused_sharded(env: dict[str, str], cfg: dict, kind: str, message: str,
                          monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,11 +109,15 @@ def test_refused_sharded(env: dict[str, str], cfg: dict, kind: str, message: str
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    settings = OmegaConf.merge({"train": {"save_steps": 0, "reference": "cached"}, "resume": None}, cfg)
+    from grun_cli.methods import make_method
+
+    method = make_method({"name": cfg.get("method", "npo")})
+    settings = OmegaConf.merge({"train": {"save_steps": 0, "reference": "cached"}, "resume": None},
+                               {k: v for k, v in cfg.items() if k != "method"})
     with pytest.raises(GrunError, match=message):
-        sharding.check(settings, kind)
+        sharding.check(settings, kind, method)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")  # not an FSDP launch: nothing to refuse
-    sharding.check(settings, kind)
+    sharding.check(settings, kind, method)
 
 
 def test_refused_deepspeed(monkeypatch: pytest.MonkeyPatch) -> None:

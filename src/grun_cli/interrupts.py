@@ -57,7 +57,7 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def finish_step_first() -> Iterator[StopRequest]:
+def finish_step_first(checkpoint: bool = True) -> Iterator[StopRequest]:
     """Inside the block the first SIGINT / SIGTERM only records itself: training finishes the
     current step, saves a checkpoint and stops (the trainer polls the request); a second signal
     stops at once. Outside the main thread (where handlers cannot be set) signals act as usual."""
@@ -70,8 +70,9 @@ def finish_step_first() -> Iterator[StopRequest]:
         if request.signum is not None:
             raise Interrupted(signum)
         request.signum = signum
-        print(f"\ngrun: {signal.Signals(signum).name} received: finishing the current step and saving a "
-              "checkpoint (signal again to stop at once)", file=sys.stderr, flush=True)
+        saving = "and saving a checkpoint " if checkpoint else "(no checkpoint under sharding) "
+        print(f"\ngrun: {signal.Signals(signum).name} received: finishing the current step {saving}"
+              "(signal again to stop at once)", file=sys.stderr, flush=True)
 
     previous = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -13,10 +13,11 @@ Before sharding, the cached references are computed on the whole model (train/re
 after training every process gathers the full weights to rank 0, which rebuilds the adapter on a
 fresh copy of the target, saves and evaluates it, while the others leave.
 
-Not under sharding: GRUN (its few thousand parameters train in one process), checkpoints and
+Not under sharding: GRUN (its few thousand parameters train in one process), methods that read
+a block's hidden states (RMU: they stop the forward early), checkpoints and
 ``resume=`` (a checkpoint would need every process's shard: ``train.save_steps`` is not used and a
-stopped run starts again), ``train.reference=live`` for full fine-tuning (its frozen copy would
-be whole on every process).
+stopped run starts again), a live reference for full fine-tuning (``train.reference=live``, or a
+cached one over ``train.reference_max_gb``: its frozen copy would be whole on every process).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def requested() -> bool:
     return world_size() > 1 and (_sharded or os.environ.get(ENV, "").lower() == "true")
 
 
-def check(cfg: Any, adapter_kind: str | None) -> None:
+def check(cfg: Any, adapter_kind: str | None, method: Any = None) -> None:
     """Refuse what sharding cannot run, before anything loads."""
     if not requested():
         return
@@ -51,8 +52,11 @@ def check(cfg: Any, adapter_kind: str | None) -> None:
         raise GrunError(f"fsdp_version: {version} in the accelerate config: grun shards with FSDP2 "
                         "(torch.distributed.fsdp.fully_shard); set fsdp_version: 2 (conf/accelerate/fsdp.yaml)")
     if cfg.get("resume"):
-        raise GrunError("resume= under FSDP: a sharded run writes no checkpoints yet; start it again, or train "
-                        "data-parallel without sharding (conf/accelerate/ddp.yaml)")
+        raise GrunError("resume= under FSDP: a sharded run writes no checkpoints yet; start it again")
+    if method is not None and "hidden" in getattr(method, "references", {}).values():
+        raise GrunError(f"method={method.name} under FSDP: it reads a block's hidden states by stopping the "
+                        "forward early, which a sharded forward does not allow; run it in one process "
+                        "(or replicated: conf/accelerate/ddp.yaml)")
     if adapter_kind == "full" and str(cfg.train.get("reference", "cached")) == "live":
         raise GrunError("train.reference=live with adapter=full under FSDP keeps a whole frozen copy on every "
                         "process; use train.reference=cached (the default)")
@@ -82,6 +86,15 @@ def shard(model: Any) -> Any:
                                    "(and their gradients and optimizer states)", world_size(), f"{here:,}",
                                    f"{sum(p.numel() for p in params):,}")
     return model
+
+
+def check_no_frozen_copy(adapter: Any, cfg: Any) -> None:
+    """After the caches: a reference that did not fit its memory bound stays live, and for full
+    fine-tuning that is a whole frozen copy on every process."""
+    if requested() and getattr(adapter, "frozen", None) is not None:
+        raise GrunError(f"the cached reference did not fit train.reference_max_gb={cfg.train.get('reference_max_gb', 8)}, "
+                        "and a live one under FSDP keeps a whole frozen copy on every process; raise "
+                        "train.reference_max_gb")
 
 
 def gather(model: Any) -> dict[str, Any]:

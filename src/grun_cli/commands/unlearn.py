@@ -168,7 +168,7 @@ def setup(cfg: DictConfig) -> Setup:
     seed_everything(cfg.seed)
     method = make_method(cfg.method)
     distributed.check(cfg, str(cfg.adapter.kind))
-    sharding.check(cfg, str(cfg.adapter.kind))
+    sharding.check(cfg, str(cfg.adapter.kind), method)
     main = distributed.is_main()  # a data-parallel launch: the other ranks train and leave
     if cfg.model.name != "tiny":  # a big model: say what will be downloaded and trained, first
         from grun_cli.models.resolve import check_downloads, confirm, plan_target
@@ -233,6 +233,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     efficiency = adapter.describe()
     sharded = sharding.requested()
     if sharded:  # after the caches: they are computed on the whole model
+        sharding.check_no_frozen_copy(adapter, cfg)
         sharding.shard(adapter.model)
     log.info("method %s on adapter %s: %s trainable parameters (%.4f%% of %s)", s.method.name,
              adapter.kind, f"{efficiency['trainable_parameters']:,}", efficiency["trainable_percent"],

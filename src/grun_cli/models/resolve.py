@@ -56,8 +56,8 @@ class TargetPlan:
         lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)]
         if self.gpu_hours:
             lines.append(f"  estimated {self.gpu_hours:.1f} GPU hours on one 141 GB H200-class GPU (FLOP "
-                         "estimate, see README 'Paper scale'; an 80 GB A100 is ~3x slower, and full fine-tuning "
-                         "needs 2 of them sharded: conf/accelerate/fsdp.yaml)")
+                         "estimate, see README 'Paper scale'; an 80 GB A100 is ~3x slower and does not hold full "
+                         "fine-tuning's 92 GB: shard it over several, conf/accelerate/fsdp.yaml)")
         return "\n".join(lines)
 
 

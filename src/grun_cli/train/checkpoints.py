@@ -94,7 +94,7 @@ def train(trainer: Any, command: str, resume_from: Path | None = None, checkpoin
         manifest = read_manifest(resume_from, verify=False)  # verified before loading
         if int(manifest["step"]) >= int(manifest["max_steps"]):
             return _already_trained(trainer, resume_from, manifest)
-    with finish_step_first() as stop:
+    with finish_step_first(checkpoint=checkpoints) as stop:
         callback = Checkpointing(command, stop, resume_from, on_stop=checkpoints).bind(trainer)
         trainer.add_callback(callback)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
