@@ -49,7 +49,11 @@ def test_eval_of_a_run_applies_the_edit_and_matches_the_run(grun_gd_run, clean_e
     again = json.loads((tmp_path / "metrics.json").read_text())
     trained = json.loads((out / "metrics.json").read_text())
     for key in HEADLINE:
-        assert again[key] == pytest.approx(trained[key], rel=1e-6, abs=1e-9), key
+        # the attack adds pairs, so answers may share batches differently from the run's own
+        # evaluation: float32 rounding of other batch shapes moves an average loss by up to
+        # ~4e-5 (benchmarks/eval_speed.py), a probability by as much relatively (seen once: 1.5e-5
+        # on world facts). A run evaluated without its edit would be off by orders of magnitude.
+        assert again[key] == pytest.approx(trained[key], rel=1e-4, abs=1e-9), key
     for key in ("paraphrase_forget_Q_A_Prob", "paraphrase_forget_Q_A_ROUGE", "paraphrase_forget_truth_ratio",
                 "paraphrase_forget_quality"):
         assert key in again
