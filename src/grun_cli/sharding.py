@@ -88,10 +88,19 @@ def shard(model: Any) -> Any:
     return model
 
 
+def without_checkpoints(train_cfg: Any) -> Any:
+    """``train`` settings for a sharded run: no periodic checkpoints (said once in the log)."""
+    if int(train_cfg.get("save_steps") or 0) <= 0:
+        return train_cfg
+    logging.getLogger("grun").info("FSDP: no checkpoints (train.save_steps=%s not used); a stopped sharded run "
+                                   "starts again", train_cfg["save_steps"])
+    return {**train_cfg, "save_steps": 0}
+
+
 def check_no_frozen_copy(adapter: Any, cfg: Any) -> None:
-    """After the caches: a reference that did not fit its memory bound stays live, and for full
-    fine-tuning that is a whole frozen copy on every process."""
-    if requested() and getattr(adapter, "frozen", None) is not None:
+    """After the caches, in a sharded run: a reference that did not fit its memory bound stays
+    live, and for full fine-tuning that is a whole frozen copy on every process."""
+    if getattr(adapter, "frozen", None) is not None:
         raise GrunError(f"the cached reference did not fit train.reference_max_gb={cfg.train.get('reference_max_gb', 8)}, "
                         "and a live one under FSDP keeps a whole frozen copy on every process; raise "
                         "train.reference_max_gb")

@@ -100,14 +100,10 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
 
     tracker = (start_tracking(cfg.logger, out, config, job_type="finetune", name=out.name)
                if track else Tracker())
-    train_cfg = cfg.train
     sharded = sharding.requested()
     if sharded:
         sharding.shard(model)
-        if int(train_cfg.get("save_steps") or 0) > 0:
-            log.info("FSDP: no checkpoints (train.save_steps=%s not used); a stopped sharded run starts again",
-                     train_cfg.save_steps)
-            train_cfg = {**train_cfg, "save_steps": 0}
+    train_cfg = sharding.without_checkpoints(cfg.train) if sharded else cfg.train
     args = training_arguments(train_cfg, str(out / "trainer"), tracker.report_to, int(cfg.seed))
     trainer = Trainer(model=model, args=args, train_dataset=train_ds,
                       data_collator=QACollator(tokenizer.pad_token_id), callbacks=[NaNGuard()])

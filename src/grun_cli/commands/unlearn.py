@@ -121,20 +121,16 @@ class Setup:
         from grun_cli.train.unlearn_trainer import UnlearnTrainer
 
         cfg = self.cfg
-        train_cfg = cfg.train
-        if sharding.requested() and int(train_cfg.get("save_steps") or 0) > 0:
-            log.info("FSDP: no checkpoints (train.save_steps=%s not used); a stopped sharded run starts again",
-                     train_cfg.save_steps)
-            train_cfg = {**train_cfg, "save_steps": 0}
+        train_cfg = sharding.without_checkpoints(cfg.train) if sharding.requested() else cfg.train
         args = training_arguments(train_cfg, str(folder), tracker.report_to, int(cfg.seed))
         return UnlearnTrainer(model=adapter.model, args=args, train_dataset=dataset,
                               data_collator=UnlearnCollator(self.tokenizer.pad_token_id), callbacks=[NaNGuard()],
                               method=self.method, adapter=adapter,
                               unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0))
 
-    def unsharded(self, adapter: Any, state: dict[str, Any]) -> Any:
-        """The trained weights gathered from an FSDP run (sharding.py) in the same adapter on a
-        fresh, whole copy of the target."""
+    def unsharded(self, state: dict[str, Any]) -> Any:
+        """The trained weights gathered from an FSDP run (sharding.py) in the same kind of adapter
+        on a fresh, whole copy of the target."""
         from grun_cli.adapters import make_adapter
 
         cfg = self.cfg
@@ -246,7 +242,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         if sharded:  # every process sends its shards; rank 0 goes on with a whole model
             state = sharding.gather(adapter.model)
             if main:
-                adapter = s.unsharded(adapter, state)
+                adapter = s.unsharded(state)
         if not main:
             return {}
         metrics.update(s.probe(adapter.model, probe_sets, "after_", adapter=adapter))
