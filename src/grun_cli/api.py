@@ -115,5 +115,5 @@ def load_run(run_dir: str | Path, device: str = "auto") -> UnlearnedModel:
     model_cfg = card["config"]["model"]
     return UnlearnedModel(
         model=adapter.model, tokenizer=AutoTokenizer.from_pretrained(adapter_dir / "tokenizer"),
-        adapter=adapter, template=PromptTemplate.from_config(model_cfg["template"]), run_dir=run_dir,
+        adapter=adapter, template=PromptTemplate.for_model(model_cfg), run_dir=run_dir,
         card=card, max_length=int(model_cfg["max_length"]))

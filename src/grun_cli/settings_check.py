@@ -135,6 +135,17 @@ class ModelSettings(_Group):
     max_length: Count = 256
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
+    weights: Literal["auto", "hub", "packaged"] = "auto"
+    template: str | dict[str, Any] | None = None
+    templates: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _template_is_offered(self) -> ModelSettings:
+        if isinstance(self.template, str) and self.template not in self.templates:
+            offered = f"one of {', '.join(self.templates)}" if self.templates else "prompt / answer / add_bos"
+            raise ValueError(f"model.template={self.template} is not a template of model={self.name}; give "
+                             f"{offered}")
+        return self
 
 
 class Run(_Group):

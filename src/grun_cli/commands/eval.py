@@ -49,7 +49,7 @@ def model_attacks(cfg: DictConfig, out: Path, evaluate: Any, *, model: Any, toke
 
     found: dict[str, Any] = {}
     target = AttackTarget(model=model, adapter=adapter, tokenizer=tokenizer,
-                          template=PromptTemplate.from_config(cfg.model.template), source=source,
+                          template=PromptTemplate.for_model(cfg.model), source=source,
                           max_length=int(cfg.model.max_length), seed=int(cfg.seed))
     for attack in make_attacks(cfg.eval.get("attacks"), cfg.eval.get("attack_settings")):
         if not attack.changes_model:
@@ -95,7 +95,7 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
     from grun_cli.eval.reference import LOG_FILE, resolve_reference, write_logs
     from grun_cli.eval.tofu import Evaluator, eval_sets, summarise
 
-    template = PromptTemplate.from_config(cfg.model.template)
+    template = PromptTemplate.for_model(cfg.model)
     max_length = int(cfg.model.max_length)
     sets = eval_sets(source, cfg.eval.get("max_rows"))
     log.info("TOFU eval sets: %s", ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
@@ -154,7 +154,7 @@ def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any
     measuring all of it again (``attacks=False``: this is one of them)."""
     from grun_cli.eval.lm_eval_run import make_lm, run_tasks
 
-    template = PromptTemplate.from_config(cfg.model.template)
+    template = PromptTemplate.for_model(cfg.model)
     max_length = int(cfg.model.max_length)
     metrics: dict[str, Any] = {}
     if text_nll and cfg.eval.get("text_nll") and source.kind == "text":
@@ -324,7 +324,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if text_requests:  # a sequence of forget corpora: each request's held-out NLL too
             from grun_cli.eval.text_nll import corpus_nll
 
-            metrics.update(corpus_nll(model, tokenizer, PromptTemplate.from_config(cfg.model.template), source,
+            metrics.update(corpus_nll(model, tokenizer, PromptTemplate.for_model(cfg.model), source,
                                       corpus_groups(requests), int(cfg.model.max_length),
                                       batch_size=int(cfg.eval.get("nll_batch_size", 32)), adapter=adapter))
         atomic_write_json(out / "metrics.json", metrics)

@@ -94,7 +94,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
     with distributed.main_first():
         loaded = load_model(cfg.model, source.tokenizer_corpus, cfg.paths.cache_dir)
     model, tokenizer = loaded.model, loaded.tokenizer
-    template = PromptTemplate.from_config(cfg.model.template)
+    template = PromptTemplate.for_model(cfg.model)
     max_length = int(cfg.model.max_length)
     train_ds = [source.encode_for_training(tokenizer, template, r, max_length) for r in rows]
 

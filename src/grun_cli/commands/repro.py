@@ -208,7 +208,7 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
                 if scale == "paper":  # the paper's claims are expected to hold at its scale
                     claim = type(claim)(**{**vars(claim), "cpu_scale": HOLDS})
                 res = check(claim, rows, partial=partial)
-                if partial and res.holds is None:
+                if partial and res.outcome is None:
                     skipped.append(claim.id)
                     continue
                 record = claim.cpu_scale if isinstance(claim.cpu_scale, str) else \
@@ -216,7 +216,8 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
                 recorded = "" if scale == "paper" else f" [recorded at CPU scale: {record}]"
                 verdicts.append({"status": res.status, "table": table.name,
                                  "what": f"claim {claim.id}" + (f" @{model}" if model else ""),
-                                 "text": res.line() + recorded, "holds": res.holds, "claim": claim.claim})
+                                 "text": res.line() + recorded, "holds": res.holds, "outcome": res.outcome,
+                                 "claim": claim.claim})
         if skipped:
             print(f"  {table.name}: claims not checked (their rows were not run with cells=): {', '.join(skipped)}")
         tables_done[table.name] = {"data": data, "seconds": round(result.seconds, 1),

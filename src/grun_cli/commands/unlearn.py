@@ -182,7 +182,7 @@ def setup(cfg: DictConfig) -> Setup:
     with distributed.main_first():
         model_cfg = ensure_target(cfg)
         loaded = load_model(model_cfg, source.tokenizer_corpus, cfg.paths.cache_dir)
-    template = PromptTemplate.from_config(cfg.model.template)
+    template = PromptTemplate.for_model(cfg.model)
     max_length = int(cfg.model.max_length)
     if method.needs_idk and source.kind == "text":
         raise GrunError(f"method={method.name} answers forget questions with refusals and needs QA data "

@@ -51,7 +51,7 @@ def published_log_file(name: str, forget_split: str | None) -> str:
     cached = try_to_load_from_cache(PUBLISHED_LOGS_REPO, filename, repo_type="dataset")
     if isinstance(cached, str):
         return cached
-    from grun_cli.models.resolve import hub_reachable
+    from grun_cli.models.hub import hub_reachable
 
     if not hub_reachable():
         raise GrunError(
@@ -123,7 +123,8 @@ def retain_logs_setting(cfg: DictConfig, plan: Any = None) -> str | None:
 def resolve_reference(cfg: DictConfig, evaluate: Callable[[Any], dict[str, Any]]) -> tuple[dict | None, str]:
     """The retain model's logs and where they came from.
 
-    ``eval.retain_logs`` wins; for the tiny model a retain model is fine-tuned (cached) and
+    ``eval.retain_logs`` wins; for a target grun fine-tuned (the tiny model, model=smollm2,
+    target.source=finetune) a retain model is fine-tuned with the same recipe (cached) and
     evaluated with ``evaluate(model_cfg)``; otherwise there is none (forget quality is n/a).
     """
     split = cfg.data.get("forget_split")
@@ -140,7 +141,7 @@ def resolve_reference(cfg: DictConfig, evaluate: Callable[[Any], dict[str, Any]]
         if not path.is_file():
             with build_lock(path):
                 if not path.is_file():
-                    log.info("evaluating the tiny retain model for the forget-quality reference (cached)")
+                    log.info("evaluating the %s retain model for the forget-quality reference (cached)", cfg.model.name)
                     write_logs(path, evaluate(with_checkpoint(cfg.model, folder)))
         return read_logs(path), str(path)
     log.warning("forget_quality: no retain-model reference; set eval.retain_logs=<retain model's "

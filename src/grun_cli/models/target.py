@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -13,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_dir, build_lock
+from grun_cli.models.packaged import weights_id
+from grun_cli.models.template import PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,12 @@ def recipe_hash(ft: DictConfig) -> str:
         plain.pop(key, None)
     for key in ("grun_layers", "rmu", "device", "device_map", "tofu", "default_data"):  # not changing the trained weights
         plain["model"].pop(key, None)
+    if "templates" in plain["model"]:  # the template chosen, not the ones offered
+        plain["model"]["template"] = dataclasses.asdict(PromptTemplate.for_model(plain["model"]))
+        plain["model"].pop("templates")
+    if "offline_copy" in plain["model"]:  # Hub or packaged weights: which one this base really is
+        plain["model"]["weights"] = weights_id(plain["model"]) or "hub"
+        plain["model"].pop("offline_copy")
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -54,19 +63,20 @@ def ensure_finetuned(cfg: DictConfig, split: str) -> Path:
 
     ft = finetune_config(cfg, split)
     folder = Path(cfg.paths.cache_dir).expanduser() / "finetuned" / recipe_hash(ft)
+    what = f"{cfg.model.name} {'target' if split == 'full' else split} model"
     if (folder / "run_card.json").is_file():
-        log.info("tiny %s model: reusing %s", split, folder)
+        log.info("%s: reusing %s", what, folder)
         return folder
     from grun_cli.distributed import world_size
 
     if world_size() > 1:
-        raise GrunError(f"the tiny {split} model for this data is not cached yet ({folder}); build it in one "
+        raise GrunError(f"the {what} for this data is not cached yet ({folder}); build it in one "
                         "process first (the same grun command without accelerate launch), then relaunch")
     with build_lock(folder):
         if (folder / "run_card.json").is_file():  # another process built it while this one waited
-            log.info("tiny %s model: reusing %s", split, folder)
+            log.info("%s: reusing %s", what, folder)
             return folder
-        log.info("no tiny %s model for this data yet: fine-tuning one into %s (cached)", split, folder)
+        log.info("no %s for this data yet: fine-tuning one into %s (cached)", what, folder)
         with atomic_dir(folder) as tmp:
             run_finetune(ft, tmp, track=False)
     return folder

@@ -25,6 +25,22 @@ class PromptTemplate:
     def from_config(cls, cfg: Mapping[str, Any]) -> PromptTemplate:
         return cls(prompt=cfg["prompt"], answer=cfg["answer"], add_bos=bool(cfg.get("add_bos", True)))
 
+    @classmethod
+    def for_model(cls, model_cfg: Mapping[str, Any]) -> PromptTemplate:
+        """The model's template: ``model.template`` itself (prompt / answer / add_bos), or the
+        name of one of ``model.templates`` (``model.template=chat``)."""
+        chosen = model_cfg["template"]
+        if isinstance(chosen, str):
+            named = model_cfg.get("templates") or {}
+            if chosen not in named:
+                from grun_cli.errors import GrunError
+
+                raise GrunError(f"model.template={chosen}: model={model_cfg.get('name')} has "
+                                + (f"the templates {', '.join(named)}" if named else "no named templates")
+                                + "; choose one, or give model.template.prompt / answer / add_bos")
+            chosen = named[chosen]
+        return cls.from_config(chosen)
+
     def prompt_ids(self, tokenizer: Any, question: str) -> list[int]:
         ids = tokenizer(self.prompt.format(question=question), add_special_tokens=False)["input_ids"]
         if self.add_bos and tokenizer.bos_token_id is not None:

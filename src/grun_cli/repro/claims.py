@@ -1,13 +1,29 @@
 """The paper's qualitative claims as checks over a table (claims.yaml).
 
 A claim compares a metric of one row with another row's (or a number), once per value of
-``for_each``; it holds when every comparison does. Each claim records whether it held at CPU
-scale when the table was made (``cpu_scale: holds | fails``, or per ``for_each`` value:
-``cpu_scale: {gd: holds, npo: fails}``): the check fails when a claim that held stops holding,
-and reports a drift when one that failed starts to hold. When only part of a table ran
-(``grun repro cells=...``, or ``scale=ci`` running a subset of ``scale=cpu``) the ``for_each``
-values whose rows ran are checked, each against its own record. Claims are data, never code:
-nothing in the file is evaluated.
+``for_each``. It has three outcomes, decided by one rule over the seeds (each row's value per
+seed; a reference row or a number is the same for every seed):
+
+- **holds**: every seed's left value satisfies ``op`` against every seed's right value (the two
+  seed ranges do not overlap, and lie the claimed way round);
+- **fails**: no seed's left value satisfies it against any seed's right value (the ranges lie
+  the other way round);
+- **not shown**: anything else: the seed ranges overlap, so the difference is inside the
+  seeds' spread.
+
+A claim over several ``for_each`` values holds when it holds for each value, fails when it fails
+for any, and is not shown otherwise. With one seed the ranges are points, so the rule gives
+holds or fails; a one-seed run (``make repro-ci``) therefore finds a claim recorded ``not shown``
+in agreement whichever way its one seed points.
+
+Each claim records its outcome at CPU scale (``cpu_scale: holds | fails | not shown``, or per
+``for_each`` value: ``cpu_scale: {gd: holds, npo: not shown}``): the check fails when a claim
+recorded ``holds`` no longer holds, and reports a drift when any other record changes. When only
+part of a table ran (``grun repro cells=...``, or ``scale=ci`` running a subset of
+``scale=cpu``) the ``for_each`` values whose rows ran are checked, each against its own record.
+A test (tests/test_claims_records.py) applies the rule to each table's recorded seeds in
+expected_ci.json and fails when a record disagrees. Claims are data, never code: nothing in the
+file is evaluated.
 
     - id: grun_keeps_utility
       claim: GRUN's model utility is at least full fine-tuning's, for each method
@@ -26,6 +42,7 @@ for_each's labels are added to both sides, except to a side that names a referen
 from __future__ import annotations
 
 import operator
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
@@ -38,7 +55,10 @@ from grun_cli.errors import GrunError
 from grun_cli.repro.expected import DRIFTED, FAILED, OK, number
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-HOLDS, FAILS = "holds", "fails"
+HOLDS, FAILS, NOT_SHOWN = "holds", "fails", "not shown"
+OUTCOMES = (HOLDS, FAILS, NOT_SHOWN)
+RULE = ("holds when every seed's value satisfies the comparison against every seed's value of the other side, "
+        "fails when none does, not shown when the seed ranges overlap")
 
 
 @dataclass(frozen=True)
@@ -60,12 +80,18 @@ class Claim:
 @dataclass(frozen=True)
 class ClaimResult:
     claim: Claim
-    holds: bool | None  # None: a row or a number was missing
+    outcome: str | None  # holds | fails | not shown; None: a row or a number was missing
     status: str
     details: list[str]
 
+    @property
+    def holds(self) -> bool | None:
+        """True / False when shown either way; None when not shown or not checkable."""
+        return {HOLDS: True, FAILS: False}.get(self.outcome or "")
+
     def line(self) -> str:
-        state = {True: "holds", False: "does not hold", None: "cannot be checked"}[self.holds]
+        state = {HOLDS: "holds", FAILS: "does not hold", NOT_SHOWN: "not shown (inside the seeds' spread)",
+                 None: "cannot be checked"}[self.outcome]
         return f"{state} ({'; '.join(self.details)})"
 
 
@@ -107,12 +133,13 @@ def load_claims(path: Path) -> list[Claim]:
         if isinstance(cpu_scale, Mapping):
             combos = {_combo_name(dict(zip(for_each, v, strict=True)))
                       for v in product(*[[str(x) for x in vs] for vs in for_each.values()])}
-            if set(map(str, cpu_scale)) != combos or any(v not in (HOLDS, FAILS) for v in cpu_scale.values()):
-                raise GrunError(f"{where}: cpu_scale per value must record holds or fails for each of "
+            if set(map(str, cpu_scale)) != combos or any(v not in OUTCOMES for v in cpu_scale.values()):
+                raise GrunError(f"{where}: cpu_scale per value must record holds, fails or not shown for each of "
                                 f"{', '.join(sorted(combos))} (got {dict(cpu_scale)})")
             cpu_scale = {str(k): str(v) for k, v in cpu_scale.items()}
-        elif cpu_scale not in (HOLDS, FAILS):
-            raise GrunError(f"{where}: cpu_scale is {cpu_scale!r}; use holds or fails (or one per for_each value)")
+        elif cpu_scale not in OUTCOMES:
+            raise GrunError(f"{where}: cpu_scale is {cpu_scale!r}; use holds, fails or not shown (or one per "
+                            "for_each value)")
         claims.append(Claim(
             id=str(item["id"]), claim=str(item["claim"]), metric=str(item["metric"]), op=str(item["op"]),
             left=_selector(item["left"], f"{where}.left"),
@@ -124,7 +151,8 @@ def load_claims(path: Path) -> list[Claim]:
     return claims
 
 
-Rows = Sequence[tuple[Mapping[str, str], Mapping[str, Any]]]  # (labels, metrics)
+#: (labels, metrics): a metric is one number, or a list with one number per seed
+Rows = Sequence[tuple[Mapping[str, str], Mapping[str, Any]]]
 
 
 def _find(rows: Rows, selector: Mapping[str, str]) -> Mapping[str, Any] | None:
@@ -146,35 +174,65 @@ def _combo_name(combo: Mapping[str, str]) -> str:
 
 
 def recorded(claim: Claim, combo: Mapping[str, str] | None = None) -> str:
-    """holds | fails: what the table recorded at CPU scale (for one for_each value when given)."""
+    """holds | fails | not shown: what the table recorded at CPU scale (for one for_each value
+    when given; over all of them: holds / fails when each value does, else not shown)."""
     if isinstance(claim.cpu_scale, Mapping):
         if combo is None:
-            return HOLDS if all(v == HOLDS for v in claim.cpu_scale.values()) else FAILS
+            return _combine(list(claim.cpu_scale.values()))
         return claim.cpu_scale[_combo_name(combo)]
     return claim.cpu_scale
 
 
-def _status(holds: bool, record: str) -> str:
-    if holds == (record == HOLDS):
+def _combine(outcomes: Sequence[str]) -> str:
+    """A claim "for each" value: holds when each value holds, fails when any fails, else not shown."""
+    return HOLDS if all(o == HOLDS for o in outcomes) else FAILS if FAILS in outcomes else NOT_SHOWN
+
+
+def _seeds(value: Any) -> list[float] | None:
+    """A metric's per-seed values (a single number: one seed); None when missing or not a number."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    numbers = [number(v) for v in values]
+    return None if not numbers or None in numbers else numbers  # type: ignore[return-value]
+
+
+def outcome(left: Sequence[float], right: Sequence[float], op: str) -> str:
+    """The three-outcome rule over the seeds (module docstring)."""
+    results = [OPS[op](a, b) for a in left for b in right]
+    return HOLDS if all(results) else FAILS if not any(results) else NOT_SHOWN
+
+
+def _status(found: str, record: str, points: bool) -> str:
+    """``points``: both sides have one value each (one seed), so the spread is unknown."""
+    if found == record or (record == NOT_SHOWN and points):
         return OK
     return FAILED if record == HOLDS else DRIFTED
 
 
+def _spread(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.fmean(values):.4g} [{min(values):.4g}, {max(values):.4g}]"
+
+
 def check(claim: Claim, rows: Rows, partial: bool = False) -> ClaimResult:
-    """``partial``: only part of the table ran; for_each values without rows are left out
-    (``holds`` is None only when none could be checked)."""
+    """``rows``' metrics are numbers or per-seed lists. ``partial``: only part of the table ran;
+    for_each values without rows are left out (``outcome`` is None only when none could be
+    checked)."""
     keys = list(claim.for_each)
     combos = [dict(zip(keys, values, strict=True)) for values in product(*claim.for_each.values())] or [{}]
-    details, outcomes, statuses = [], [], []
+    details: list[str] = []
+    outcomes: list[str | None] = []
+    statuses = []
+    all_points = True
     for combo in combos:
         left_sel = {**claim.left, **combo}
-        left = number((_find(rows, left_sel) or {}).get(claim.metric))
+        left = _seeds((_find(rows, left_sel) or {}).get(claim.metric))
         if claim.right is not None:
             right_sel = dict(claim.right) if "role" in claim.right else {**claim.right, **combo}
-            right = number((_find(rows, right_sel) or {}).get(claim.metric))
+            right = _seeds((_find(rows, right_sel) or {}).get(claim.metric))
             right_name = _label(right_sel)
         else:
-            right, right_name = claim.value, "the bar"
+            right, right_name = [claim.value] if claim.value is not None else None, "the bar"
         if left is None or right is None:
             if partial:
                 continue
@@ -182,18 +240,33 @@ def check(claim: Claim, rows: Rows, partial: bool = False) -> ClaimResult:
             details.append(f"{missing}: no {claim.metric}")
             outcomes.append(None)
             continue
-        bound = right * claim.scale
-        ok = OPS[claim.op](left, bound)
-        outcomes.append(ok)
-        statuses.append(_status(ok, recorded(claim, combo) if combo else recorded(claim)))
+        bounds = [r * claim.scale for r in right]
+        found = outcome(left, bounds, claim.op)
+        outcomes.append(found)
+        points = len(left) == 1 and len(bounds) == 1
+        all_points = all_points and points
+        statuses.append(_status(found, recorded(claim, combo) if combo else recorded(claim), points))
         scaled = f"{claim.scale:g} x " if claim.scale != 1.0 else ""
-        details.append(f"{_label(left_sel)} {left:.4g} {claim.op} {scaled}{right_name} {right:.4g}: "
-                       f"{'yes' if ok else 'no'}")
-    holds = None if None in outcomes or not outcomes else all(outcomes)
-    if holds is None:
-        status = FAILED
-    elif isinstance(claim.cpu_scale, Mapping) or partial:  # each value against its own record
+        seeds = f" over {len(left)} seeds" if len(left) > 1 else ""
+        details.append(f"{_label(left_sel)} {_spread(left)} {claim.op} {scaled}{right_name} {_spread(right)}"
+                       f"{seeds}: {found}")
+    if None in outcomes or not outcomes:
+        return ClaimResult(claim, None, FAILED, details)
+    combined = _combine([o for o in outcomes if o is not None])
+    if isinstance(claim.cpu_scale, str) and not partial:  # one record for the whole claim
+        status = _status(combined, claim.cpu_scale, all_points)
+    else:  # each value against its own record
         status = FAILED if FAILED in statuses else DRIFTED if DRIFTED in statuses else OK
-    else:
-        status = _status(holds, claim.cpu_scale)
-    return ClaimResult(claim, holds, status, details)
+    return ClaimResult(claim, combined, status, details)
+
+
+def expected_rows(numbers: Mapping[str, Mapping[str, Any]], efficiency: bool = False) -> Rows:
+    """A table's recorded per-seed values (expected_ci.json's ``numbers``) as claim rows: "npo/grun"
+    -> {method, adapter} ({arch, adapter} for the efficiency table), "target" -> {role}."""
+    rows = []
+    for name, metrics in numbers.items():
+        first, _, adapter = name.partition("/")
+        labels = ({"arch" if efficiency else "method": first, "adapter": adapter} if adapter else {"role": name})
+        rows.append((labels, {k: v.get("seeds") or [v.get("value")] for k, v in metrics.items()
+                              if isinstance(v, Mapping)}))
+    return rows

@@ -58,9 +58,20 @@ class TableRun:
             out[row] = {k: _mean(v, spec.get(k)) for k, v in values.items()}
         return {**self.references, **out}
 
+    def seed_values(self) -> dict[str, dict[str, list[float]]]:
+        """Each row's numeric metrics as one value per seed (the reference rows: one value)."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for rows in [self.references, *self.per_seed]:
+            for row, metrics in rows.items():
+                for k, v in (metrics or {}).items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        out.setdefault(row, {}).setdefault(k, []).append(float(v))
+        return out
+
     def claim_rows(self) -> dict[str | None, list[tuple[dict[str, str], dict[str, Any]]]]:
-        """The rows claims are checked on, per model (one group, None, unless cells name models)."""
-        rows = [(self.labels.get(name, {"row": name}), metrics) for name, metrics in self.averaged().items()]
+        """The rows claims are checked on (per-seed values: the three-outcome rule), per model
+        (one group, None, unless cells name models)."""
+        rows = [(self.labels.get(name, {"row": name}), metrics) for name, metrics in self.seed_values().items()]
         models = sorted({labels["model"] for labels, _ in rows if "model" in labels})
         if not models:
             return {None: rows}

@@ -1,0 +1,34 @@
+"""Every table's recorded claim outcomes (claims.yaml, cpu_scale) follow the one three-outcome
+rule applied to the seeds recorded in its expected_ci.json: a record can't be relabelled by
+hand one way for GRUN and another way against it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from grun_cli.repro.claims import check, expected_rows, load_claims
+from grun_cli.repro.expected import OK
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+TABLES = sorted(p.parent.name for p in EXPERIMENTS.glob("*/claims.yaml")
+                if (p.parent / "expected_ci.json").is_file())
+
+
+def test_tables_with_claims_are_found() -> None:
+    assert {"tofu_forget05", "wmdp", "efficiency"} <= set(TABLES)
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_recorded_outcomes_follow_the_rule(table: str) -> None:
+    folder = EXPERIMENTS / table
+    numbers = json.loads((folder / "expected_ci.json").read_text())["numbers"]
+    rows = expected_rows(numbers, efficiency=table == "efficiency")
+    wrong = []
+    for claim in load_claims(folder / "claims.yaml"):
+        result = check(claim, rows)
+        if result.outcome is None or result.status != OK:
+            wrong.append(f"{claim.id}: recorded {claim.cpu_scale}, the rule gives {result.line()}")
+    assert not wrong, "\n".join(wrong)
