@@ -320,3 +320,15 @@ def test_inference_computes_each_rotation_once_and_the_same(tiny, monkeypatch) -
         inferred = adapter.model(input_ids=IDS, attention_mask=MASK).logits
     assert len(calls) == len(GRUN["layers"])
     assert torch.equal(inferred, trained_way)
+
+
+def test_full_fine_tuning_with_frozen_modules(tiny) -> None:
+    """adapter.freeze=[lm_head] (the official full baselines): every weight trains but the head."""
+    model = fresh(tiny)
+    adapter = make_adapter(model, {**FULL, "freeze": ["lm_head"]})
+    trainable = {id(p) for p in adapter.trainable_parameters()}
+    head = list(model.lm_head.parameters())
+    assert head and not any(id(p) in trainable for p in head)
+    assert len(trainable) == len(list(model.parameters())) - len(head)
+    with pytest.raises(GrunError, match="the model has no module 'head'"):
+        make_adapter(fresh(tiny), {**FULL, "freeze": ["head"]})

@@ -131,3 +131,29 @@ def test_idkdpo() -> None:
     t, _ = loss_of("idkdpo", beta=0.1)
     assert t["forget_loss"] == pytest.approx(expected, abs=1e-5)
     assert t["loss"] == pytest.approx(expected + LN2, abs=1e-5)
+
+
+def test_sum_reduction_of_the_official_lora_baselines() -> None:
+    """method.reduction=sum: each answer's summed NLL averaged over the batch (the release's
+    manual_grad_diff / manual_npo_grad_diff): forget (ln 8/3 + ln 4) / 2, retain (2 ln2 + ln2) / 2."""
+    t, _ = loss_of("gd", reduction="sum")
+    assert t["forget_loss"] == pytest.approx(-(LN83 + LN4) / 2, abs=1e-6)
+    assert t["retain_loss"] == pytest.approx(3 * LN2 / 2, abs=1e-6)
+    assert t["loss"] == pytest.approx(-(LN83 + LN4) / 2 + 3 * LN2 / 2, abs=1e-6)
+    npo, _ = loss_of("npo", reduction="sum", forget_weight=0.1375)
+    assert npo["retain_loss"] == pytest.approx(3 * LN2 / 2, abs=1e-6)  # NPO's own term is per-sequence already
+    with pytest.raises(GrunError, match="method.reduction=token: choose one of mean, sum"):
+        make_method({"name": "gd", "reduction": "token"})
+
+
+def test_idk_pooled_as_the_official_baselines() -> None:
+    """method.pool=true: refusal tokens (A' ln 4/3, B' ln 2) and retain tokens (3 x ln 2) in one
+    token mean: (ln 4/3 + ln 2 + 3 ln 2) / 5; default: the two means added."""
+    pooled, model = loss_of("idk", pool=True)
+    assert pooled["loss"] == pytest.approx((math.log(4 / 3) + 4 * LN2) / 5, abs=1e-6)
+    assert pooled["forget_loss"] == pytest.approx((math.log(4 / 3) + LN2) / 2, abs=1e-6)
+    assert model.calls == [("forward", "forget"), ("forward", "retain")]  # the gate still sees both roles
+    two_means, _ = loss_of("idk")
+    assert two_means["loss"] == pytest.approx((math.log(4 / 3) + LN2) / 2 + LN2, abs=1e-6)
+    weighted, _ = loss_of("idk", pool=True, retain_weight=2.0)
+    assert weighted["loss"] == pytest.approx((math.log(4 / 3) + LN2 + 2 * 3 * LN2) / 5, abs=1e-6)

@@ -26,3 +26,17 @@ def token_mean_nll(logits: Any, labels: Any) -> Any:
     """Mean NLL over every answer token of the batch (what HF's ``model(...).loss`` gives)."""
     total, count = sequence_nll(logits, labels)
     return total.sum() / count.sum().clamp(min=1)
+
+
+REDUCTIONS = ("mean", "sum")
+
+
+def answer_nll(logits: Any, labels: Any, reduction: str = "mean") -> Any:
+    """The NLL term of a batch: ``mean`` = over every answer token (HF's loss, the standard),
+    ``sum`` = each answer's summed NLL, averaged over the batch (the official GRUN release's
+    LoRA baselines, its ``manual_*`` losses): longer answers weigh more, and the term is roughly
+    the answer length times larger."""
+    if reduction == "mean":
+        return token_mean_nll(logits, labels)
+    total, _ = sequence_nll(logits, labels)
+    return total.mean()

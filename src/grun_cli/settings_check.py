@@ -56,6 +56,7 @@ class Train(_Group):
     save_steps: Annotated[int, Field(ge=0)] = 0
     bf16: bool = False
     gradient_checkpointing: bool = False
+    master_weights: Literal["fp32", "none"] = "fp32"
     reference: Literal["cached", "live"] = "cached"
     reference_max_gb: NonNegative = 8.0
 
@@ -107,6 +108,7 @@ class LoraSettings(_Group):
 class FullSettings(_Group):
     kind: Literal["full"]
     layers: list[int] | None = None
+    freeze: list[str] = []
     unlearn_warmup_steps: Annotated[int, Field(ge=0)] = 0
 
 
@@ -123,6 +125,8 @@ class MethodSettings(_Group):
     layer: int | None = None
     positions: Literal["all", "labels"] | None = None
     control: Literal["shared", "per_corpus"] | None = None
+    reduction: Literal["mean", "sum"] = "mean"
+    pool: bool = False
 
 
 class Probe(_Group):
@@ -226,12 +230,21 @@ def _blocks(key: str, value: Any, depth: int | None) -> Iterator[str]:
         yield f"{key}={blocks}: a block is listed twice; give distinct blocks"
 
 
+def _weights(model: Mapping[str, Any]) -> Iterator[str]:
+    """A model with a packaged copy (model=smollm2) whose weights can't be had at all."""
+    from grun_cli.models.packaged import missing_message, packaged_file, uses_packaged
+
+    if uses_packaged(model) and packaged_file(model["offline_copy"]) is None:
+        yield missing_message(model)
+
+
 # -- the checks of each command ---------------------------------------------------------------
 def _common(cfg: Mapping[str, Any], run: type[Run]) -> Iterator[str]:
     yield from _schema({"seed": cfg.get("seed", 42), **({"pairing": cfg["pairing"]} if "pairing" in cfg else {})},
                        run, "")
     if isinstance(cfg.get("model"), Mapping):
         yield from _schema(cfg["model"], ModelSettings, "model")
+        yield from _weights(cfg["model"])
     if isinstance(cfg.get("train"), Mapping):
         yield from _schema(cfg["train"], Train, "train")
 

@@ -62,11 +62,14 @@ def check(cfg: Any, adapter_kind: str | None, method: Any = None) -> None:
                         "process; use train.reference=cached (the default)")
 
 
-def shard(model: Any) -> Any:
+def shard(model: Any, master: Any = None) -> Any:
     """Shard ``model`` in place over the launch's processes (each decoder block, then the rest)
-    and keep accelerate from wrapping it again (it would add DDP on CPU, or its own FSDP)."""
+    and keep accelerate from wrapping it again (it would add DDP on CPU, or its own FSDP).
+    ``master``: float32 master weights of a half-precision model (train/precision.py): FSDP2's
+    mixed-precision policy gathers them in the model's dtype and reduces gradients in float32."""
+    import torch
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from grun_cli.adapters.base import decoder_layers
     from grun_cli.distributed import world_size
@@ -76,9 +79,12 @@ def shard(model: Any) -> Any:
     os.environ.pop(ENV, None)  # the HF Trainer's Accelerator: no FSDP plugin of its own
     device = next(model.parameters()).device
     mesh = init_device_mesh("cuda" if device.type == "cuda" else "cpu", (world_size(),))
+    policy = {}
+    if master is not None and master.count:
+        policy = {"mp_policy": MixedPrecisionPolicy(param_dtype=master.half, reduce_dtype=torch.float32)}
     for block in decoder_layers(model):
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(block, mesh=mesh, **policy)
+    fully_shard(model, mesh=mesh, **policy)
     model._is_accelerate_prepared = True
     params = list(model.parameters())
     here = sum(p.to_local().numel() if is_sharded(p) else p.numel() for p in params)

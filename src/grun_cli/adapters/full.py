@@ -26,6 +26,7 @@ class FullAdapter(Adapter):
         self.update_layers: list[int] = []
         if layers is None and not modules:
             model.requires_grad_(True)
+            self._freeze(model, list(cfg.get("freeze") or []))
             return
         blocks = decoder_layers(model)
         chosen = list(range(len(blocks))) if layers is None else [layers] if isinstance(layers, int) else list(layers)
@@ -42,6 +43,16 @@ class FullAdapter(Adapter):
             raise GrunError(f"adapter.modules={list(modules)} matches no parameter of blocks {chosen}; "
                             f"names look like {next(iter(dict(blocks[0].named_parameters())))}")
         self.update_layers = sorted(chosen)
+
+    @staticmethod
+    def _freeze(model: Any, names: list[str]) -> None:
+        """``adapter.freeze``: modules left out of full fine-tuning (the official baselines freeze
+        ``lm_head``); with tied embeddings that freezes the input embedding too."""
+        modules = dict(model.named_modules())
+        for name in names:
+            if name not in modules:
+                raise GrunError(f"adapter.freeze={names}: the model has no module {name!r}; e.g. lm_head")
+            modules[name].requires_grad_(False)
 
     def prepare(self, needs_reference: bool) -> None:
         if needs_reference and self.frozen is None:

@@ -23,6 +23,7 @@ from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import PromptTemplate
+from grun_cli.train.precision import keep_updates, training_flags
 from grun_cli.train.run_card import run_card, write_run_card
 from grun_cli.train.tracking import Tracker, start_tracking
 
@@ -100,10 +101,11 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
 
     tracker = (start_tracking(cfg.logger, out, config, job_type="finetune", name=out.name)
                if track else Tracker())
+    master = keep_updates(model, cfg.train)
     sharded = sharding.requested()
     if sharded:
-        sharding.shard(model)
-    train_cfg = sharding.without_checkpoints(cfg.train) if sharded else cfg.train
+        sharding.shard(model, master)
+    train_cfg = training_flags(master, sharding.without_checkpoints(cfg.train) if sharded else cfg.train)
     args = training_arguments(train_cfg, str(out / "trainer"), tracker.report_to, int(cfg.seed))
     trainer = Trainer(model=model, args=args, train_dataset=train_ds,
                       data_collator=QACollator(tokenizer.pad_token_id), callbacks=[NaNGuard()])
@@ -112,6 +114,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
              f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs")
     try:
         result = train(trainer, "finetune", resume_checkpoint(cfg, out), checkpoints=not sharded)
+        master.restore()
         if sharded:  # every process sends its shards; rank 0 goes on with a whole copy
             state = sharding.gather(model)
             if distributed.is_main():
@@ -151,6 +154,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
             status="complete",
             checkpoint=checkpoint,
             base_model=loaded.describe(),
+            precision=master.describe(),
             data={"source": source.describe(), "split": split, "extra_splits": list(cfg.extra_splits),
                   "rows": len(rows), "authors": authors, "fingerprint": fingerprint(rows)},
             metrics=metrics,

@@ -27,6 +27,7 @@ from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 from grun_cli.models.loading import load_model
 from grun_cli.models.target import ensure_target
 from grun_cli.models.template import PromptTemplate
+from grun_cli.train.precision import keep_updates
 from grun_cli.train.run_card import run_card, write_run_card
 from grun_cli.train.tracking import start_tracking
 
@@ -115,13 +116,18 @@ class Setup:
         return probe(model, self.tokenizer, self.template, sets, self.cfg, adapter=adapter, prefix=prefix,
                      source=self.source)
 
-    def trainer(self, adapter: Any, dataset: Any, folder: Path, tracker: Any) -> Any:
+    def trainer(self, adapter: Any, dataset: Any, folder: Path, tracker: Any, master: Any = None) -> Any:
+        """``master``: the float32 master weights of a half-precision model (train/precision.py),
+        whose forward runs under autocast."""
         from grun_cli.data.unlearn import UnlearnCollator
+        from grun_cli.train.precision import training_flags
         from grun_cli.train.trainer import NaNGuard, training_arguments
         from grun_cli.train.unlearn_trainer import UnlearnTrainer
 
         cfg = self.cfg
         train_cfg = sharding.without_checkpoints(cfg.train) if sharding.requested() else cfg.train
+        if master is not None:
+            train_cfg = training_flags(master, train_cfg)
         args = training_arguments(train_cfg, str(folder), tracker.report_to, int(cfg.seed))
         return UnlearnTrainer(model=adapter.model, args=args, train_dataset=dataset,
                               data_collator=UnlearnCollator(self.tokenizer.pad_token_id), callbacks=[NaNGuard()],
@@ -227,18 +233,20 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     adapter = make_adapter(s.loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
     caches = prepare_caches(cfg, s.method, adapter, dataset, tokenizer.pad_token_id)
     efficiency = adapter.describe()
+    master = keep_updates(adapter.model, cfg.train)  # after the caches: computed with the model as loaded
     sharded = sharding.requested()
     if sharded:  # after the caches: they are computed on the whole model
         sharding.check_no_frozen_copy(adapter, cfg)
-        sharding.shard(adapter.model)
+        sharding.shard(adapter.model, master)
     log.info("method %s on adapter %s: %s trainable parameters (%.4f%% of %s)", s.method.name,
              adapter.kind, f"{efficiency['trainable_parameters']:,}", efficiency["trainable_percent"],
              f"{adapter.base_parameters:,}")
 
     tracker = start_tracking(cfg.logger, out, config, job_type="unlearn", name=out.name)
-    trainer = s.trainer(adapter, dataset, out / "trainer", tracker)
+    trainer = s.trainer(adapter, dataset, out / "trainer", tracker, master)
     try:
         train(trainer, "unlearn", resume_checkpoint(cfg, out), checkpoints=not sharded)
+        master.restore()
         if sharded:  # every process sends its shards; rank 0 goes on with a whole model
             state = sharding.gather(adapter.model)
             if main:
@@ -272,6 +280,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         atomic_write_json(out / "metrics.json", metrics)
         write_run_card(out, run_card(
             "unlearn", config, status="complete", adapter=str(out / "adapter"), base_model=base,
+            precision=master.describe(),
             method=s.method.name, adapter_kind=adapter.kind, efficiency=efficiency,
             data={"source": source.describe(), "forget_split": source.forget_split,
                   "retain_split": source.retain_split, "forget_rows": len(forget_rows),

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
 from grun_cli.errors import GrunError
-from grun_cli.logprobs import sequence_nll, token_mean_nll
+from grun_cli.logprobs import REDUCTIONS, answer_nll, sequence_nll
 
 Inputs = Mapping[str, Any]
 Batch = Mapping[str, Inputs]
@@ -66,6 +66,9 @@ class Method(ABC):
         if "beta" in cfg and not float(cfg["beta"]) > 0:
             raise GrunError(f"method.beta={cfg['beta']}: the inverse temperature must be > 0")
         self.forget_weight = float(cfg.get("forget_weight", 1.0))
+        self.reduction = str(cfg.get("reduction", "mean"))
+        if self.reduction not in REDUCTIONS:
+            raise GrunError(f"method.reduction={self.reduction}: choose one of {', '.join(REDUCTIONS)}")
         rw = cfg.get("retain_weight")
         self.retain_weight = float(self.default_retain_weight if rw is None else rw)
         if self.retain_weight < 0 or self.forget_weight < 0:
@@ -80,7 +83,7 @@ class Method(ABC):
 
     def retain_loss(self, batch: Batch, model: ModelAccess) -> Any:
         inputs = batch["retain"]
-        return token_mean_nll(model.forward(inputs, "retain"), inputs["labels"])
+        return answer_nll(model.forward(inputs, "retain"), inputs["labels"], self.reduction)
 
     def loss(self, batch: Batch, model: ModelAccess) -> dict[str, Any]:
         """Named terms for logging; ``loss`` is the total to minimise."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grun_cli.logprobs import token_mean_nll
+from grun_cli.logprobs import answer_nll
 from grun_cli.methods import register
 from grun_cli.methods.base import Batch, Method, ModelAccess
 
@@ -15,4 +15,4 @@ class GradientAscent(Method):
 
     def forget_loss(self, batch: Batch, model: ModelAccess) -> Any:
         inputs = batch["forget"]
-        return -token_mean_nll(model.forward(inputs, "forget"), inputs["labels"])
+        return -answer_nll(model.forward(inputs, "forget"), inputs["labels"], self.reduction)

@@ -17,7 +17,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return _connects(timeout)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _connects(timeout: float) -> bool:
     try:
         with socket.create_connection(HUB_HOST, timeout=timeout):

@@ -138,6 +138,7 @@ def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], 
     its sequence.jsonl line."""
     from grun_cli.commands.unlearn import prepare_caches
     from grun_cli.train.checkpoints import drop_checkpoints, train
+    from grun_cli.train.precision import keep_updates
 
     cfg = s.cfg
     started = time.time()
@@ -153,8 +154,10 @@ def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], 
             "fingerprint": fingerprint(forget_rows + retain_rows), "method": s.method.name}
     adapter = next_adapter(s, previous, info)
     caches = prepare_caches(cfg, s.method, adapter, dataset, s.tokenizer.pad_token_id)
-    trainer = s.trainer(adapter, dataset, folder / "trainer", tracker)
+    master = keep_updates(adapter.model, cfg.train)
+    trainer = s.trainer(adapter, dataset, folder / "trainer", tracker, master)
     train(trainer, "unlearn", checkpoint)
+    master.restore()
     info["train_steps"] = trainer.state.global_step
     if adapter.kind == "grun":
         adapter.cfg["request"] = info

@@ -72,7 +72,9 @@ def _override_value(value: Any) -> str:
     return str(value)
 
 
-def make_sampler(name: str, seed: int | None, n_objectives: int) -> Any:
+def make_sampler(name: str, seed: int | None, n_objectives: int, n_startup_trials: int = 10) -> Any:
+    """``n_startup_trials``: TPE's random trials before it models the space (Optuna's default
+    10: with a 12-trial budget that is a random search with two guided trials)."""
     import optuna
 
     if name not in SAMPLERS:
@@ -80,7 +82,7 @@ def make_sampler(name: str, seed: int | None, n_objectives: int) -> Any:
     if name == "tpe":
         if n_objectives != 1:
             raise GrunError("sampler=tpe optimises one objective; use sampler=nsga2 for objectives=[forget,utility]")
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
@@ -108,7 +110,8 @@ def open_study(settings: Mapping[str, Any], sweep_dir: Path, space: Mapping[str,
     seed = settings.get("seed")
     if seed is not None:
         seed = int(seed) + len(study.get_trials(deepcopy=False))
-    study.sampler = make_sampler(str(settings.get("sampler", "tpe")), seed, len(directions))
+    study.sampler = make_sampler(str(settings.get("sampler", "tpe")), seed, len(directions),
+                                 int(settings.get("n_startup_trials", 10)))
     signature = {"space": _space_signature(space), "directions": directions}
     stored = study.user_attrs.get("signature")
     if stored is None:

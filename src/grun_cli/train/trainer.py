@@ -88,6 +88,7 @@ def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to:
         seed=seed,
         data_seed=seed,
         bf16=bool(train_cfg.get("bf16", False)),
+        fp16=bool(train_cfg.get("fp16", False)),
         gradient_checkpointing=bool(train_cfg.get("gradient_checkpointing", False)),
         remove_unused_columns=False,
         dataloader_num_workers=0,

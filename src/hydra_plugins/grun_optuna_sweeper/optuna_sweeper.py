@@ -27,13 +27,15 @@ class GrunOptunaSweeper(Sweeper):
     total budget: a continued sweep runs only what is missing), n_jobs (trials per batch; the
     launcher's n_jobs when null), objectives (names in the config's ``sweep.objective``; one for
     TPE, two for NSGA-II), storage (null: SQLite in the sweep directory), study_name, params
-    (the search space in Hydra's sweep syntax, like the basic sweeper's)."""
+    (the search space in Hydra's sweep syntax, like the basic sweeper's), n_startup_trials (TPE's
+    random trials before it models the space)."""
 
     def __init__(self, sampler: str = "tpe", seed: int | None = None, n_trials: int = 12,
                  n_jobs: int | None = None, objectives: Sequence[str] = ("forget",), storage: str | None = None,
-                 study_name: str = "grun", params: dict[str, Any] | None = None) -> None:
+                 study_name: str = "grun", params: dict[str, Any] | None = None, n_startup_trials: int = 10) -> None:
         self.settings = {"sampler": sampler, "seed": seed, "n_trials": n_trials, "n_jobs": n_jobs,
-                         "objectives": list(objectives), "storage": storage, "study_name": study_name}
+                         "objectives": list(objectives), "storage": storage, "study_name": study_name,
+                         "n_startup_trials": n_startup_trials}
         self.params = dict(params or {})
         self.config: DictConfig | None = None
         self.launcher: Any = None
