@@ -9,7 +9,7 @@ STAMP   = $(VENV)/.grun-installed
 # in one process.
 PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 
-.PHONY: install test lint demo repro-ci repro-cpu repro-paper clean
+.PHONY: install test lint docs demo repro-ci repro-cpu repro-paper clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+
+# docs/config.md from conf/ and the settings schema (a test fails when it is stale)
+docs: install
+	$(BIN)/python -m grun_cli.config_docs
 
 # The offline main job: unlearn with NPO + GRUN on the tiny model (built and fine-tuned on
 # the synthetic authors on first use, then cached).

@@ -41,7 +41,7 @@ def main() -> None:
 
     from grun_cli.config import config_dir
     from grun_cli.data import make_source
-    from grun_cli.eval.rouge import rouge_scores
+    from grun_cli.scoring.rouge import rouge_scores
     from grun_cli.eval.tofu import Evaluator, eval_sets
     from grun_cli.models.loading import load_model
     from grun_cli.models.target import ensure_target

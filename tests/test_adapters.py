@@ -209,8 +209,8 @@ def test_rotation_stays_orthonormal_under_training(tiny) -> None:
 
 
 def test_generation_edits_the_prompt_forward_only(tiny) -> None:
-    from grun_cli.eval.generation import greedy_answers
     from grun_cli.models.template import PromptTemplate
+    from grun_cli.scoring.generation import greedy_answers
 
     adapter = make_adapter(fresh(tiny), GRUN)
     calls = []

@@ -56,8 +56,8 @@ def test_finetune_memorises_and_checkpoint_reloads(clean_env: dict[str, str], tm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from grun_cli.data import make_source
-    from grun_cli.eval.likelihood import answer_avg_loss
     from grun_cli.models.template import PromptTemplate
+    from grun_cli.scoring.likelihood import answer_avg_loss
 
     r = grun("finetune", *SMALL, "train.max_steps=150", "check.max_rows=100",
              f"hydra.run.dir={tmp_path}", env=clean_env)

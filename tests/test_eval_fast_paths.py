@@ -16,15 +16,15 @@ from test_adapters import GRUN, LORA, fresh, perturb
 
 from grun_cli.adapters import make_adapter
 from grun_cli.data.synthetic import generate
-from grun_cli.eval.generation import _greedy, greedy_answers
-from grun_cli.eval.likelihood import (
+from grun_cli.eval.tofu import Evaluator
+from grun_cli.models.template import PromptTemplate
+from grun_cli.scoring.generation import _greedy, greedy_answers
+from grun_cli.scoring.likelihood import (
     answer_avg_loss,
     decoder_and_head,
     left_pad,
     shared_prompt_avg_loss,
 )
-from grun_cli.eval.tofu import Evaluator
-from grun_cli.models.template import PromptTemplate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from ou_style_eval import ou_style_eval  # noqa: E402
@@ -81,7 +81,7 @@ def test_greedy_decoding_equals_generate(tiny, with_grun: bool) -> None:
     assert positions[0].tolist() == [0] * (width - len(prompts[0])) + list(range(len(prompts[0])))
 
     def hf(eos: int) -> torch.Tensor:
-        from grun_cli.eval.likelihood import edit_context
+        from grun_cli.scoring.likelihood import edit_context
 
         with torch.no_grad(), edit_context(adapter, [width - 1] * len(prompts), once=True):
             gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=16, do_sample=False,

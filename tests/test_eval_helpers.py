@@ -11,11 +11,11 @@ from omegaconf import OmegaConf
 
 from grun_cli.config import config_dir
 from grun_cli.data.synthetic import generate
-from grun_cli.eval.likelihood import answer_avg_loss, pad_batch
-from grun_cli.eval.rouge import rouge_l_recall
 from grun_cli.logprobs import sequence_nll, token_mean_nll
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import IGNORE_INDEX, PromptTemplate
+from grun_cli.scoring.likelihood import answer_avg_loss, pad_batch
+from grun_cli.scoring.rouge import rouge_l_recall
 
 
 def test_sequence_nll_golden() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from grun_cli.data import make_source
 from grun_cli.errors import GrunError
-from grun_cli.sequence.requests import author_groups, plan, request_rows, union_split
+from grun_cli.unlearning.sequence.requests import author_groups, plan, request_rows, union_split
 
 
 def source(split: str = "forget10", num_authors: int = 200, retain_authors: int | None = None):
@@ -140,7 +140,7 @@ def test_a_later_request_starts_from_the_trained_weights(tiny, kind: str) -> Non
 def _card(tmp_path, data: dict, adapter: dict, sequence: list | None = None):
     import json
 
-    from grun_cli.sequence.base_run import BaseRun
+    from grun_cli.unlearning.sequence.base_run import BaseRun
 
     config = {"model": {"name": "tiny", "name_or_path": None}, "target": {"source": "auto"}, "data": data,
               "adapter": adapter, "seed": 42}
@@ -153,7 +153,7 @@ def _card(tmp_path, data: dict, adapter: dict, sequence: list | None = None):
 
 
 def test_a_base_run_counts_as_its_requests_and_the_next_forgets_only_new_authors(tmp_path) -> None:
-    from grun_cli.sequence.requests import next_request
+    from grun_cli.unlearning.sequence.requests import next_request
 
     data = {"name": "synthetic", "seed": 0, "num_authors": 200, "qa_per_author": 20, "forget_split": "forget01",
             "retain_split": None, "subset": {"retain_authors": None}}
@@ -202,7 +202,7 @@ def test_full_weights_load_into_the_base_model_or_are_refused(tmp_path, tiny) ->
 
     import torch
 
-    from grun_cli.sequence.base_run import load_full_weights
+    from grun_cli.unlearning.sequence.base_run import load_full_weights
 
     model = tiny.model
     trained = copy.deepcopy(model)
@@ -221,7 +221,7 @@ def test_full_weights_load_into_the_base_model_or_are_refused(tmp_path, tiny) ->
 def test_forget_corpora_are_requests_on_text_data() -> None:
     from types import SimpleNamespace
 
-    from grun_cli.sequence.requests import Request, corpus_groups
+    from grun_cli.unlearning.sequence.requests import Request, corpus_groups
 
     text = SimpleNamespace(kind="text", forget_corpora=["bio", "cyber"])
     requests = plan({"requests": ["cyber", "bio"]}, text)
@@ -239,7 +239,7 @@ def test_forget_corpora_are_requests_on_text_data() -> None:
 
 def test_what_a_stopped_sequence_resumes_from(tmp_path) -> None:
     from grun_cli.resume import resume_overrides
-    from grun_cli.sequence.resume import check_resumable, requests_done, write_state
+    from grun_cli.unlearning.sequence.resume import check_resumable, requests_done, write_state
 
     run = tmp_path / "run"
     (run / "requests" / "01" / "trainer").mkdir(parents=True)

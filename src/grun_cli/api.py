@@ -53,7 +53,7 @@ class UnlearnedModel:
         return self.adapter if self.model is self.adapter.model else None
 
     def generate(self, questions: Sequence[str], max_new_tokens: int = 200, batch_size: int = 32) -> list[str]:
-        from grun_cli.eval.generation import greedy_answers
+        from grun_cli.scoring.generation import greedy_answers
 
         return greedy_answers(self.model, self.tokenizer, self.template, questions,
                               max_new_tokens=max_new_tokens, batch_size=batch_size,
@@ -63,7 +63,7 @@ class UnlearnedModel:
         """exp(-mean token NLL) of each (question, answer)."""
         import math
 
-        from grun_cli.eval.likelihood import answer_avg_loss
+        from grun_cli.scoring.likelihood import answer_avg_loss
 
         losses = answer_avg_loss(self.model, self.tokenizer, self.template, pairs, max_length=self.max_length,
                                  batch_size=batch_size, adapter=self._adapter_for_call())

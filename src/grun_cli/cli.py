@@ -15,6 +15,7 @@ from typing import Any
 from grun_cli import __version__
 from grun_cli.commands import COMMANDS, Command
 from grun_cli.errors import GrunError
+from grun_cli.resume import RESUMABLE
 
 log = logging.getLogger("grun")
 
@@ -102,7 +103,11 @@ def _guarded(fn: Callable[[Any], Any], command: Command) -> Callable[[Any], Any]
             _mark_failed(what + (f"; checkpoint {checkpoint}" if checkpoint else ""), INTERRUPTED)
             _log_to_files(what)
             out = _run_folder()
-            then = f"; continue it with: grun {command.name} resume={out}" if checkpoint and out else ""
+            # only where resume= works: a stop inside grun eval's retain-model fine-tune leaves a
+            # checkpoint of that fine-tune, which grun eval cannot continue (rerun it instead)
+            then = (f"; continue it with: grun {command.name} resume={out}"
+                    if checkpoint and out and command.name in RESUMABLE else
+                    f"; run the same grun {command.name} command again" if checkpoint and out else "")
             print(f"\ngrun {command.name}: {what}"  # on its own line, after any progress bar
                   + (f"; {out} is marked {INTERRUPTED} (not a result)" if out else "") + then, file=sys.stderr)
             raise SystemExit(status) from None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from grun_cli.errors import GrunError
@@ -66,7 +66,6 @@ def launch_overrides(command: str, overrides: Sequence[str]) -> list[str]:
 
 def check(cfg: Any, adapter_kind: str | None = None) -> None:
     """Refuse what data parallelism cannot run, before anything loads."""
-    from grun_cli.train.trainer import per_process_batch
 
     n = world_size()
     if n > 1 and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
@@ -106,9 +105,24 @@ def average_gradients(parameters: Sequence[Any]) -> None:
 
     if world_size() == 1 or not dist.is_initialized():
         return
-    from grun_cli.sharding import is_sharded
 
     for p in parameters:
         if p.grad is not None and not is_sharded(p.grad):  # FSDP averaged its shards already
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(world_size())
+
+
+def per_process_batch(train_cfg: Mapping[str, Any]) -> int:
+    """train.batch_size split over the processes of a data-parallel launch (distributed.py)."""
+    batch, n = int(train_cfg["batch_size"]), world_size()
+    if batch % n:
+        raise GrunError(f"train.batch_size={batch} does not split over {n} processes; give a multiple of {n} "
+                        "(it is the batch of one optimizer step, across processes)")
+    return batch // n
+
+
+def is_sharded(tensor: Any) -> bool:
+    """Whether a parameter or gradient is an FSDP2 shard (a DTensor)."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)

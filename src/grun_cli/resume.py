@@ -62,7 +62,7 @@ def resume_overrides(command: str, overrides: Sequence[str]) -> list[str]:
     markers = [m for m in ("FAILED", "INTERRUPTED") if (run / m).is_file()]
     if (run / "run_card.json").is_file() and not markers:
         raise GrunError(f"{run} is a complete run (run_card.json); there is nothing to resume")
-    from grun_cli.sequence.resume import check_resumable, is_sequence_run
+    from grun_cli.unlearning.sequence.resume import check_resumable, is_sequence_run
 
     if command == "unlearn" and is_sequence_run(run):
         check_resumable(run)  # the finished requests' model, the next request's checkpoint

@@ -304,7 +304,7 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
 
 def _sequence(cfg: Mapping[str, Any], sequence: Mapping[str, Any]) -> Iterator[str]:
     """A sequence's requests resolved against the data (every request forgets someone new)."""
-    from grun_cli.sequence.requests import is_sequence, plan, union_split
+    from grun_cli.unlearning.sequence.requests import is_sequence, plan, union_split
 
     if not is_sequence(cfg):
         return
@@ -329,8 +329,8 @@ def _sequence(cfg: Mapping[str, Any], sequence: Mapping[str, Any]) -> Iterator[s
 def _base_run(cfg: Mapping[str, Any]) -> Iterator[str]:
     """``base_run=``: a complete unlearn run with this request's model, data and adapter kind,
     and a forget split that adds someone new."""
-    from grun_cli.sequence.base_run import BaseRun
-    from grun_cli.sequence.requests import next_request
+    from grun_cli.unlearning.sequence.base_run import BaseRun
+    from grun_cli.unlearning.sequence.requests import next_request
 
     try:
         base = BaseRun.read(cfg["base_run"])

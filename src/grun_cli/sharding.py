@@ -2,8 +2,10 @@
 
 Under ``accelerate launch`` with an FSDP config (``conf/accelerate/fsdp.yaml``,
 ``fsdp_version: 2``) every process holds a 1/N shard of each parameter, gradient and AdamW
-state instead of a whole copy: what lets full fine-tuning of an 8B model (92 GB on one GPU
-with the frozen NPO reference, 77 GB without) run on 80 GB cards.
+state instead of a whole copy: what lets full fine-tuning of an 8B model run on 80 GB cards
+(in pure bfloat16 it took 92 GB on one H200 with the frozen NPO reference, 77 GB without; with
+float32 master weights, train/precision.py, its weights, gradients and AdamW states alone are
+~128 GB, ~16 GB per GPU over 8).
 
 grun shards the model itself with ``torch.distributed.fsdp.fully_shard`` (each decoder block,
 then the whole model) rather than through the HF Trainer: FSDP2 shards the modules in place, so
@@ -26,6 +28,7 @@ import logging
 import os
 from typing import Any
 
+from grun_cli.distributed import is_sharded, world_size
 from grun_cli.errors import GrunError
 
 #: set by ``accelerate launch`` for a config with ``distributed_type: FSDP``
@@ -38,7 +41,6 @@ _sharded = False
 
 def requested() -> bool:
     """An FSDP launch of several processes."""
-    from grun_cli.distributed import world_size
 
     return world_size() > 1 and (_sharded or os.environ.get(ENV, "").lower() == "true")
 
@@ -72,7 +74,6 @@ def shard(model: Any, master: Any = None) -> Any:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from grun_cli.adapters.base import decoder_layers
-    from grun_cli.distributed import world_size
 
     global _sharded
     _sharded = True
@@ -119,7 +120,3 @@ def gather(model: Any) -> dict[str, Any]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def is_sharded(tensor: Any) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(tensor, DTensor)

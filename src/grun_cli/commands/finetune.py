@@ -1,57 +1,16 @@
-"""`grun finetune`: full fine-tuning on QA pairs with the answer-only loss.
-
-Makes TOFU target models (split=full) and retain models (split=retain). Writes, in the run
-directory: checkpoint/ (HF format, reloadable with from_pretrained), metrics.json and
-run_card.json — the run card last, so its presence marks a complete run.
+"""`grun finetune`: full fine-tuning on QA pairs with the answer-only loss (the engine is
+grun_cli.train.finetune): makes TOFU target models (split=full) and retain models (split=retain).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from grun_cli.commands.context import plain_config, run_dir, seed_everything
-from grun_cli.data import make_source
-from grun_cli.data.source import fingerprint, spread
-from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text
-from grun_cli.models.loading import load_model
-from grun_cli.models.template import PromptTemplate
-from grun_cli.train.precision import keep_updates, training_flags
-from grun_cli.train.run_card import run_card, write_run_card
-from grun_cli.train.tracking import Tracker, start_tracking
-
-log = logging.getLogger("grun.finetune")
-
-
-def memorisation_check(model: Any, tokenizer: Any, template: PromptTemplate, rows: list[dict[str, Any]],
-                       cfg: DictConfig, max_length: int) -> dict[str, float]:
-    """Mean answer probability and greedy ROUGE-L recall on (up to max_rows of) the training QA."""
-    import math
-
-    from grun_cli.eval.generation import greedy_answers
-    from grun_cli.eval.likelihood import answer_avg_loss
-    from grun_cli.eval.rouge import rouge_l_recall
-
-    sample = spread(rows, int(cfg.check.max_rows))
-    if not sample:
-        return {}
-    bs = int(cfg.check.batch_size)
-    losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in sample],
-                             max_length=max_length, batch_size=bs, desc="check: answer probability")
-    gens = greedy_answers(model, tokenizer, template, [r["question"] for r in sample],
-                          max_new_tokens=int(cfg.check.max_new_tokens), batch_size=bs,
-                          desc="check: greedy generation")
-    rouge = rouge_l_recall(gens, [r["answer"] for r in sample])
-    return {"check_rows": len(sample),
-            "train_answer_prob": statistics.fmean(math.exp(-x) for x in losses),
-            "train_rouge_l_recall": statistics.fmean(rouge)}
+from grun_cli.commands.context import run_dir
+from grun_cli.train.finetune import run_finetune
 
 
 def finetune(cfg: DictConfig) -> dict[str, Any]:
@@ -60,111 +19,6 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
     metrics = run_finetune(cfg, out, track=True)
     if metrics:  # empty on the other ranks of a data-parallel launch: rank 0 reports
         _report(metrics, out, str(out / "checkpoint") if cfg.save_model else None)
-    return metrics
-
-
-def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, Any]:
-    """Fine-tune per ``cfg`` and write checkpoint/, metrics.json and run_card.json into ``out``.
-
-    Also used to build cached tiny targets for `grun unlearn` (track=False: no W&B run).
-    """
-    started = time.time()
-    config = plain_config(cfg)
-    seed_everything(cfg.seed)
-
-    source = make_source(cfg.data, data_root=cfg.paths.data_dir)
-    split = source.resolve(str(cfg.split))  # a wrong split fails before the trainer's imports
-
-    from transformers import Trainer
-
-    from grun_cli.train.checkpoints import drop_checkpoints, resume_checkpoint, train
-    from grun_cli.train.trainer import NaNGuard, QACollator, training_arguments
-
-    main_rows = source.rows(split)
-    extra_rows = [r for s in cfg.extra_splits for r in source.rows(str(s))]
-    rows = main_rows + extra_rows
-    authors = sorted({r["author"] for r in main_rows if r.get("author") is not None})
-    log.info("data: %s, split %s: %d rows from %d authors, + %d rows from %s",
-             source.describe(), split, len(main_rows), len(authors), len(extra_rows),
-             list(cfg.extra_splits) or "no extra splits")
-
-    from grun_cli import distributed, sharding
-
-    distributed.check(cfg)
-    sharding.check(cfg, None)
-    with distributed.main_first():
-        loaded = load_model(cfg.model, source.tokenizer_corpus, cfg.paths.cache_dir)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    template = PromptTemplate.for_model(cfg.model)
-    max_length = int(cfg.model.max_length)
-    train_ds = [source.encode_for_training(tokenizer, template, r, max_length) for r in rows]
-
-    tracker = (start_tracking(cfg.logger, out, config, job_type="finetune", name=out.name)
-               if track else Tracker())
-    master = keep_updates(model, cfg.train)
-    sharded = sharding.requested()
-    if sharded:
-        sharding.shard(model, master)
-    train_cfg = training_flags(master, sharding.without_checkpoints(cfg.train) if sharded else cfg.train)
-    args = training_arguments(train_cfg, str(out / "trainer"), tracker.report_to, int(cfg.seed))
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds,
-                      data_collator=QACollator(tokenizer.pad_token_id), callbacks=[NaNGuard()])
-    log.info("fine-tuning %s (%.2fM parameters) on %d examples for %s",
-             loaded.source, loaded.describe()["parameters"] / 1e6, len(train_ds),
-             f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs")
-    try:
-        result = train(trainer, "finetune", resume_checkpoint(cfg, out), checkpoints=not sharded)
-        master.restore()
-        if sharded:  # every process sends its shards; rank 0 goes on with a whole copy
-            state = sharding.gather(model)
-            if distributed.is_main():
-                model = load_model(cfg.model, source.tokenizer_corpus, cfg.paths.cache_dir).model
-                model.load_state_dict(state)
-        if not distributed.is_main():  # a data-parallel launch: rank 0 checks and writes the run
-            return {}
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        metrics: dict[str, Any] = {
-            "train_loss_final": losses[-1] if losses else None,
-            "train_loss_mean": result.training_loss,
-            "train_steps": trainer.state.global_step,
-            "train_examples": len(train_ds),
-        }
-        if source.kind == "text":  # corpus likelihood instead of QA memorisation
-            from grun_cli.eval.text_nll import heldout_nll
-
-            metrics.update(heldout_nll(model, tokenizer, template, source, max_length,
-                                       batch_size=int(cfg.check.batch_size)))
-        else:
-            metrics.update(memorisation_check(model, tokenizer, template, main_rows, cfg, max_length))
-        metrics["wall_time_s"] = round(time.time() - started, 1)
-        if any(isinstance(v, float) and v != v for v in metrics.values()):
-            raise GrunError(f"training produced NaN metrics {metrics}; lower train.lr")
-        checkpoint = None
-        if cfg.save_model:
-            with atomic_dir(out / "checkpoint") as tmp:
-                model.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-            checkpoint = str(out / "checkpoint")
-        tracker.summary(metrics)
-        atomic_write_text(out / "train_log.jsonl",  # the loss trajectory, as grun unlearn writes it
-                          "".join(json.dumps(h, sort_keys=True) + "\n" for h in trainer.state.log_history))
-        atomic_write_json(out / "metrics.json", metrics)
-        write_run_card(out, run_card(
-            "finetune", config,
-            status="complete",
-            checkpoint=checkpoint,
-            base_model=loaded.describe(),
-            precision=master.describe(),
-            data={"source": source.describe(), "split": split, "extra_splits": list(cfg.extra_splits),
-                  "rows": len(rows), "authors": authors, "fingerprint": fingerprint(rows)},
-            metrics=metrics,
-            wall_time_s=metrics["wall_time_s"],
-        ))
-        drop_checkpoints(out)
-    except BaseException:
-        tracker.finish(exit_code=1)
-        raise
-    tracker.finish()
     return metrics
 
 

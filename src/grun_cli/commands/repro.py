@@ -18,9 +18,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from grun_cli.commands.context import as_list, run_dir
+from grun_cli.commands.context import run_dir
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json
+from grun_cli.runtime import as_list
 
 log = logging.getLogger("grun.repro")
 

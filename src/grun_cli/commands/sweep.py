@@ -59,7 +59,7 @@ def trial(cfg: DictConfig) -> dict[str, Any]:
     """Run one trial; never raises for a failed run (only for Ctrl-C)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from grun_cli.commands.unlearn import run_unlearn
+    from grun_cli.unlearning.run import run_unlearn
 
     hydra_cfg = HydraConfig.get()
     out = run_dir()

@@ -25,7 +25,7 @@ NAMED = {"mmlu": "mmlu"}
 def negative_file(spec: str, data_root: str | None) -> Path:
     """The file a ``gate_negatives`` entry names: a named set or a path."""
     if spec in NAMED:
-        from grun_cli.eval.lm_tasks.local_data import default_file
+        from grun_cli.data.mcq_files import default_file
 
         path = default_file(NAMED[spec], data_root)
         if path is None or not path.is_file():

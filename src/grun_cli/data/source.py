@@ -191,22 +191,4 @@ def fingerprint(rows: list[Row]) -> str:
     return h.hexdigest()[:16]
 
 
-def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> Any:
-    """Build the data source named by ``data.name`` (QA: tofu, synthetic; text: wmdp)."""
-    name = cfg.get("name")
-    if name == "wmdp" or cfg.get("kind") == "text":
-        from grun_cli.data.text import TextSource
-
-        return TextSource(cfg, data_root=data_root)
-    if name == "tofu":
-        from grun_cli.data.tofu import TofuSource
-
-        return TofuSource(cfg, data_root=data_root)
-    if name == "synthetic":
-        from grun_cli.data.synthetic import SyntheticSource
-
-        return SyntheticSource(cfg)
-    raise GrunError(f"unknown data set '{name}'; use data=tofu, data=synthetic or data=wmdp")
-
-
-__all__ = ["ALL_SPLITS", "QASource", "Row", "fingerprint", "make_source", "spread"]
+__all__ = ["ALL_SPLITS", "QASource", "Row", "fingerprint", "spread"]

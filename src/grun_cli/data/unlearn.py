@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from grun_cli.errors import GrunError
-from grun_cli.eval.likelihood import pad_batch
 from grun_cli.models.template import PromptTemplate
+from grun_cli.scoring.likelihood import pad_batch
 from grun_cli.train.reference_cache import PREFIX, REF_HIDDEN, REF_LAYER, REF_NLL
 
 PAIRINGS = ("random", "fixed")

@@ -38,7 +38,7 @@ def use_local(source: str, data_dir: str | None) -> bool:
 def resolve_tasks(tasks: list[str], source: str, files: Mapping[str, str] | None,
                   data_dir: str | None) -> tuple[list[Any], dict[str, str], dict[str, str]]:
     """(task specs for lm-eval, lm-eval name -> requested name, requested name -> where from)."""
-    from grun_cli.eval.lm_tasks.local_data import default_file
+    from grun_cli.data.mcq_files import default_file
 
     if not tasks:
         raise GrunError("eval.tasks is empty; name lm-eval tasks, e.g. eval.tasks=[wmdp_bio,mmlu]")

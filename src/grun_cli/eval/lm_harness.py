@@ -23,7 +23,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
-from grun_cli.eval.likelihood import edit_context
+from grun_cli.scoring.likelihood import edit_context
 
 log = logging.getLogger(__name__)
 

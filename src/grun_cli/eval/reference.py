@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json
+from grun_cli.models.hub import PUBLISHED_LOGS_REPO
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,6 @@ LOG_FILE = "TOFU_EVAL.json"
 
 #: OpenUnlearning's published evaluation logs (a Hugging Face dataset): the retain models'
 #: per-sample TOFU logs, ``tofu_<model>_<retain split>/TOFU_EVAL.json``.
-PUBLISHED_LOGS_REPO = "open-unlearning/eval"
 PUBLISHED_LOG_MODELS = ("Llama-3.1-8B-Instruct", "Llama-3.2-1B-Instruct", "Llama-3.2-3B-Instruct",
                         "Llama-2-7b-chat-hf")
 SHORT_PREFIX = "ou:"

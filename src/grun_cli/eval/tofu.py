@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from grun_cli.eval import tofu_metrics as tm
-from grun_cli.eval.generation import greedy_answers
-from grun_cli.eval.likelihood import shared_prompt_avg_loss
-from grun_cli.eval.rouge import rouge_scores
 from grun_cli.models.template import PromptTemplate
+from grun_cli.scoring.generation import greedy_answers
+from grun_cli.scoring.likelihood import shared_prompt_avg_loss
+from grun_cli.scoring.rouge import rouge_scores
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,8 @@ import os
 import socket
 
 HUB_HOST = ("huggingface.co", 443)
+#: OpenUnlearning's published evaluation logs (retain models' TOFU_EVAL.json): eval.retain_logs=ou:<model>
+PUBLISHED_LOGS_REPO = "open-unlearning/eval"
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

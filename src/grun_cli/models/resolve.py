@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from grun_cli.errors import GrunError
-from grun_cli.models.hub import hub_reachable, in_local_cache
+from grun_cli.models.hub import PUBLISHED_LOGS_REPO, hub_reachable, in_local_cache
 from grun_cli.models.packaged import uses_packaged
 
 SOURCES = ("auto", "given", "published", "finetune")
@@ -52,12 +52,35 @@ class TargetPlan:
 
     def text(self, cfg: DictConfig) -> str:
         lines = [f"plan for model={cfg.model.name} data={cfg.data.name} {_what(cfg)}:", f"  target: {self.why}"]
+        recipe = recipe_line(cfg)
+        if recipe:
+            lines.append(f"  recipe: {recipe}")
         lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)]
         if self.gpu_hours:
             lines.append(f"  estimated {self.gpu_hours:.1f} GPU hours on one 141 GB H200-class GPU (FLOP "
-                         "estimate, see README 'Paper scale'; an 80 GB A100 is ~3x slower and does not hold full "
-                         "fine-tuning's 92 GB: shard it over several, conf/accelerate/fsdp.yaml)")
+                         "estimate, docs/paper-scale.md; an 80 GB A100 is ~3x slower). Full fine-tuning (the target, "
+                         "the retain model, adapter=full) keeps float32 master weights: ~16 bytes per parameter, "
+                         "~128 GB at 8B before activations, more than one card holds: shard it over several GPUs "
+                         "(conf/accelerate/fsdp.yaml) or give train.master_weights=none (pure bfloat16: docs/"
+                         "paper-scale.md, 'Precision')")
         return "\n".join(lines)
+
+
+def recipe_line(cfg: DictConfig) -> str | None:
+    """The official recipe this cell composed (conf/model_recipe/<model>_<method>_<adapter>.yaml)
+    and its values as the run has them (an override on the command line wins and shows)."""
+    from grun_cli.config import config_dir
+
+    method, adapter = OmegaConf.select(cfg, "method.name"), OmegaConf.select(cfg, "adapter.kind")
+    name = f"{cfg.model.name}_{method}_{adapter}"
+    path = config_dir() / "model_recipe" / f"{name}.yaml"
+    if not method or not path.is_file():
+        return None
+    recipe = OmegaConf.to_container(OmegaConf.load(path))
+    values = [f"{group}.{key}={OmegaConf.select(cfg, f'{group}.{key}')}"
+              for group, keys in recipe.items() if isinstance(keys, dict) for key in keys]
+    values += [f"{key}={cfg.get(key)}" for key, v in recipe.items() if not isinstance(v, dict)]
+    return f"conf/model_recipe/{name}.yaml (the official release's): " + " ".join(values)
 
 
 def _card(folder: Path) -> dict[str, Any] | None:
@@ -146,8 +169,6 @@ def plan_target(cfg: DictConfig) -> TargetPlan:
         if logs:
             plan.steps.append(f"retain-model reference for forget quality: eval.retain_logs={logs}")
             if str(logs).startswith("ou:"):
-                from grun_cli.eval.reference import PUBLISHED_LOGS_REPO
-
                 plan.downloads.append((PUBLISHED_LOGS_REPO, "dataset"))
         plan.steps.append(f"{_what(cfg)} on {cfg.data.get('forget_split', 'forget05')}, then the TOFU evaluation")
         return plan

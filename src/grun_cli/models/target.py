@@ -59,7 +59,7 @@ def recipe_hash(ft: DictConfig) -> str:
 def ensure_finetuned(cfg: DictConfig, split: str) -> Path:
     """Folder of the cached tiny model fine-tuned on ``split`` of this run's data (built on
     first use with `grun finetune`'s code): checkpoint/, metrics.json, run_card.json."""
-    from grun_cli.commands.finetune import run_finetune
+    from grun_cli.train.finetune import run_finetune
 
     ft = finetune_config(cfg, split)
     folder = Path(cfg.paths.cache_dir).expanduser() / "finetuned" / recipe_hash(ft)

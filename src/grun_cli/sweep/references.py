@@ -28,8 +28,8 @@ def _cached(folder: Path) -> bool:
 
 def evaluate_target(cfg: DictConfig, out: Path) -> None:
     """`grun eval`'s evaluation of the run's target model into the folder ``out``."""
-    from grun_cli.commands.eval import check_evaluation, run_evaluation
     from grun_cli.data import make_source
+    from grun_cli.eval.run import check_evaluation, run_evaluation
     from grun_cli.models.loading import load_model
     from grun_cli.models.target import ensure_target
 

@@ -8,11 +8,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
+from grun_cli.distributed import per_process_batch
 from grun_cli.errors import GrunError
-from grun_cli.eval.likelihood import pad_batch
+from grun_cli.scoring.likelihood import pad_batch
 
 log = logging.getLogger(__name__)
+STEPS_LOG = logging.getLogger("grun.steps")  # the run's log file only (conf/hydra/default.yaml)
 
 
 class NaNGuard(TrainerCallback):
@@ -31,6 +34,31 @@ class NaNGuard(TrainerCallback):
                 )
 
 
+class QuietProgress(ProgressCallback):
+    """The training progress bar with the loss (and, for GRUN, the forget / retain gate means)
+    beside it, instead of HF's raw dict of every logged step printed around the bar; those dicts
+    go to the run's log file (logger ``grun.steps``: conf/hydra/default.yaml sends it to the file
+    only) and, at the end, to train_log.jsonl."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kw: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        STEPS_LOG.info("step %s %s", state.global_step, {k: v for k, v in logs.items() if k != "total_flos"})
+        if self.training_bar is None or "loss" not in logs:
+            return
+        shown = {"loss": f"{float(logs['loss']):.4g}"}
+        if "gate_forget" in logs and "gate_retain" in logs:
+            shown["gate f/r"] = f"{float(logs['gate_forget']):.2f}/{float(logs['gate_retain']):.2f}"
+        self.training_bar.set_postfix(shown, refresh=False)
+
+
+def quiet_progress(trainer: Any) -> Any:
+    """Swap HF's progress callback for QuietProgress on ``trainer``."""
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(QuietProgress())
+    return trainer
+
+
 class QACollator:
     """Right-pads encoded QA features; labels are already masked on the prompt."""
 
@@ -42,15 +70,10 @@ class QACollator:
         return batch
 
 
-def per_process_batch(train_cfg: Mapping[str, Any]) -> int:
-    """train.batch_size split over the processes of a data-parallel launch (distributed.py)."""
-    from grun_cli.distributed import world_size
+def _accelerator() -> bool:
+    import torch
 
-    batch, n = int(train_cfg["batch_size"]), world_size()
-    if batch % n:
-        raise GrunError(f"train.batch_size={batch} does not split over {n} processes; give a multiple of {n} "
-                        "(it is the batch of one optimizer step, across processes)")
-    return batch // n
+    return torch.cuda.is_available()
 
 
 def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to: list[str], seed: int) -> Any:
@@ -89,7 +112,8 @@ def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to:
         data_seed=seed,
         bf16=bool(train_cfg.get("bf16", False)),
         fp16=bool(train_cfg.get("fp16", False)),
-        gradient_checkpointing=bool(train_cfg.get("gradient_checkpointing", False)),
+        activation_checkpointing=bool(train_cfg.get("gradient_checkpointing", False)),  # transformers 5's name
+        dataloader_pin_memory=_accelerator(),  # pinned host memory only helps a copy to a GPU
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,

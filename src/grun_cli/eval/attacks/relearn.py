@@ -109,7 +109,7 @@ class Relearn(ModelAttack):
     def applied(self, target: AttackTarget) -> Iterator[None]:
         import torch
 
-        from grun_cli.eval.likelihood import pad_batch
+        from grun_cli.scoring.likelihood import pad_batch
 
         s = self.settings
         model, adapter = target.model, target.adapter

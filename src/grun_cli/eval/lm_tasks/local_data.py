@@ -7,28 +7,10 @@ The file is ``data_file`` (grun passes it through the task's dataset_kwargs; wit
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-#: Files looked for under the data root, first found wins (the full MMLU test set as
-#: mmlu/mmlu.jsonl if you have it, else the 500-question sample).
-DEFAULT_FILES = {
-    "wmdp_bio": ("wmdp/bio_test.jsonl",),
-    "wmdp_cyber": ("wmdp/cyber_test.jsonl",),
-    "mmlu": ("mmlu/mmlu.jsonl", "mmlu/mmlu_sample500.jsonl"),
-}
-
-
-def default_file(task: str, root: str | None = None) -> Path | None:
-    """The local questions file of ``task`` under ``root`` (default $GRUN_DATA_DIR)."""
-    root = root or os.environ.get("GRUN_DATA_DIR")
-    if not root:
-        return None
-    for name in DEFAULT_FILES[task]:
-        if (Path(root) / name).is_file():
-            return Path(root) / name
-    return Path(root) / DEFAULT_FILES[task][-1]
+from grun_cli.data.mcq_files import DEFAULT_FILES, default_file
 
 
 def _load(task: str, data_file: str | None = None, **_: Any) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 from grun_cli.data.splits import forget_percent
 from grun_cli.errors import GrunError
-from grun_cli.sequence.requests import Request, source_authors
+from grun_cli.unlearning.sequence.requests import Request, source_authors
 
 #: Settings the new request must share with the earlier run (the model it edits, the data its
 #: authors come from, the kind of adapter that continues); None: the whole group.

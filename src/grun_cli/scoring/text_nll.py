@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from grun_cli.eval.likelihood import features_nll
 from grun_cli.logprobs import IGNORE_INDEX
+from grun_cli.scoring.likelihood import features_nll
 
 
 def mean_token_nll(model: Any, tokenizer: Any, feats: Sequence[dict[str, Any]], *, batch_size: int,

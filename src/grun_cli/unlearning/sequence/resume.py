@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from grun_cli.errors import GrunError
-from grun_cli.sequence.requests import Request
+from grun_cli.unlearning.sequence.requests import Request
 
+SEQUENCE_FILE = "sequence.jsonl"  # one line per request done, with its metrics
 STATE_FILE = "sequence_state.json"
 REQUESTS_DIR = "requests"
 ADAPTER_DIR = "adapter"
@@ -80,8 +81,7 @@ def resumed(s: Any, run: Path, requests: list[Request]) -> tuple[list[dict[str, 
     """The stopped sequence's finished requests' lines, its model (None before the first request
     finished, or for full fine-tuning: loaded into the base model) and the checkpoint the next
     request continues from."""
-    from grun_cli.sequence.base_run import load_model_state
-    from grun_cli.sequence.run import SEQUENCE_FILE
+    from grun_cli.unlearning.sequence.base_run import load_model_state
 
     done = requests_done(run)
     if done > len(requests):

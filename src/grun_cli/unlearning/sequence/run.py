@@ -24,12 +24,14 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from grun_cli.commands.context import plain_config, seed_everything
 from grun_cli.data.source import fingerprint
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json, atomic_write_text
-from grun_cli.sequence.base_run import BaseRun
-from grun_cli.sequence.requests import (
+from grun_cli.runtime import plain_config, seed_everything
+from grun_cli.train.run_card import run_card, write_run_card
+from grun_cli.train.tracking import start_tracking
+from grun_cli.unlearning.sequence.base_run import BaseRun
+from grun_cli.unlearning.sequence.requests import (
     Request,
     author_groups,
     corpus_groups,
@@ -38,13 +40,10 @@ from grun_cli.sequence.requests import (
     request_rows,
     union_split,
 )
-from grun_cli.sequence.resume import request_folder
-from grun_cli.train.run_card import run_card, write_run_card
-from grun_cli.train.tracking import start_tracking
+from grun_cli.unlearning.sequence.resume import SEQUENCE_FILE, request_folder
 
 log = logging.getLogger("grun.sequence")
 
-SEQUENCE_FILE = "sequence.jsonl"
 #: The per-request line's headline values (when the evaluation gives them).
 LINE_KEYS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio",
              "retain_Q_A_Prob", "ra_Q_A_Prob_normalised", "wf_Q_A_Prob_normalised",
@@ -54,7 +53,7 @@ LINE_KEYS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_R
 def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from grun_cli import distributed
     from grun_cli.adapters.base import base_fingerprint
-    from grun_cli.commands.unlearn import setup
+    from grun_cli.unlearning.setup import setup
 
     if distributed.world_size() > 1:
         raise GrunError("sequence=... runs in one process (each request trains, then evaluates); start it "
@@ -74,7 +73,7 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
     lines: list[dict[str, Any]] = []
     checkpoint = None
     if cfg.get("resume"):  # (base_run= is refused with resume=: it is one request)
-        from grun_cli.sequence.resume import resumed
+        from grun_cli.unlearning.sequence.resume import resumed
 
         requests = plan(cfg.sequence, s.source)
         lines, adapter, checkpoint = resumed(s, out, requests)
@@ -136,9 +135,9 @@ def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], 
     """Train (from ``checkpoint`` when a resumed sequence stopped during this request's
     training) and evaluate one request; returns the adapter (the next request builds on it) and
     its sequence.jsonl line."""
-    from grun_cli.commands.unlearn import prepare_caches
     from grun_cli.train.checkpoints import drop_checkpoints, train
     from grun_cli.train.precision import keep_updates
+    from grun_cli.unlearning.setup import prepare_caches
 
     cfg = s.cfg
     started = time.time()
@@ -203,7 +202,7 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
         return _evaluate_text(s, adapter, folder, done)
     groups = author_groups([(r.number, r.authors) for r in done])
     if cfg.eval.enabled:
-        from grun_cli.commands.eval import run_evaluation
+        from grun_cli.eval.run import run_evaluation
 
         return run_evaluation(cfg, folder, model=adapter.model, tokenizer=s.tokenizer, source=s.source,
                               adapter=adapter, text_nll=False, forget_groups=groups)
@@ -219,13 +218,13 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
 def _evaluate_text(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[str, Any]:
     """Text data: the held-out NLL of each finished request's corpora and of all of them, then the
     evaluation (lm-eval tasks, held-out NLL, gates) or, without it, the held-out NLL alone."""
-    from grun_cli.eval.text_nll import corpus_nll
+    from grun_cli.scoring.text_nll import corpus_nll
 
     cfg = s.cfg
     metrics = corpus_nll(adapter.model, s.tokenizer, s.template, s.source, corpus_groups(done), s.max_length,
                          batch_size=int(cfg.probe.batch_size), adapter=adapter)
     if cfg.eval.enabled:
-        from grun_cli.commands.eval import run_evaluation
+        from grun_cli.eval.run import run_evaluation
 
         folder.mkdir(parents=True, exist_ok=True)
         metrics.update(run_evaluation(cfg, folder, model=adapter.model, tokenizer=s.tokenizer, source=s.source,

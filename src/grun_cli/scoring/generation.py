@@ -34,7 +34,7 @@ def greedy_answers(
     import torch
     from tqdm.auto import tqdm
 
-    from grun_cli.eval.likelihood import decoder_and_head, edit_context, left_pad
+    from grun_cli.scoring.likelihood import decoder_and_head, edit_context, left_pad
 
     prompts = [template.prompt_ids(tokenizer, q) for q in questions]
     order = list(range(len(prompts)))
@@ -80,7 +80,7 @@ def _greedy(decoder: Any, head: Any, ids: Any, mask: Any, positions: Any, adapte
     ``pad`` after a row's eos."""
     import torch
 
-    from grun_cli.eval.likelihood import edit_context
+    from grun_cli.scoring.likelihood import edit_context
 
     rows, width = ids.shape
     tokens = torch.full((rows, max_new_tokens), pad, dtype=torch.long, device=ids.device)

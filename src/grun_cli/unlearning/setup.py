@@ -1,0 +1,219 @@
+"""What every unlearning run prepares once before training (the method, the data, the target
+model, the row encoding: ``Setup``), the quick probe of answer probabilities before and after,
+and the caches computed from the frozen starting model before the first step."""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from grun_cli import sharding
+from grun_cli.data import make_source
+from grun_cli.data.source import spread
+from grun_cli.errors import GrunError
+from grun_cli.io_utils import atomic_dir
+from grun_cli.models.loading import load_model
+from grun_cli.models.target import ensure_target
+from grun_cli.models.template import PromptTemplate
+from grun_cli.runtime import seed_everything
+
+log = logging.getLogger("grun.unlearn")
+
+
+def probe(model: Any, tokenizer: Any, template: PromptTemplate, sets: dict[str, list[dict[str, Any]]],
+          cfg: DictConfig, adapter: Any = None, prefix: str = "", source: Any = None) -> dict[str, float]:
+    """Mean answer probability on each probe set (quick check, not the TOFU evaluation); for
+    text corpora, the held-out forget / retain text NLL."""
+    from grun_cli.scoring.likelihood import answer_avg_loss
+
+    if source is not None and source.kind == "text":
+        from grun_cli.scoring.text_nll import heldout_nll
+
+        return heldout_nll(model, tokenizer, template, source, int(cfg.model.max_length),
+                           batch_size=int(cfg.probe.batch_size), adapter=adapter, prefix=prefix)
+
+    out = {}
+    for name, rows in sets.items():
+        if not rows:
+            continue
+        losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in rows],
+                                 max_length=int(cfg.model.max_length), batch_size=int(cfg.probe.batch_size),
+                                 desc=f"probe {prefix}{name}", adapter=adapter)
+        out[f"{prefix}{name}_answer_prob"] = statistics.fmean(math.exp(-x) for x in losses)
+    return out
+
+
+@dataclass
+class Setup:
+    """What every unlearning run prepares once before training: the method, the data, the
+    target model and the row encoding (a sequence trains several requests on it)."""
+
+    cfg: DictConfig
+    method: Any
+    source: Any
+    loaded: Any
+    template: PromptTemplate
+    idk_answers: Any
+    idk_source: Any
+    negatives: Any
+    main: bool
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        return int(self.cfg.model.max_length)
+
+    def dataset(self, forget_rows: list[dict[str, Any]], retain_rows: list[dict[str, Any]]) -> Any:
+        """The paired training items (sharded on a data-parallel launch)."""
+        from grun_cli import distributed
+        from grun_cli.data.unlearn import ForgetRetainDataset
+
+        cfg = self.cfg
+        dataset = ForgetRetainDataset(forget_rows, retain_rows, self.tokenizer, self.template, self.max_length,
+                                      pairing=str(cfg.pairing), seed=int(cfg.seed), idk_answers=self.idk_answers,
+                                      encode=self.encode, negatives=self.negatives)
+        if distributed.world_size() > 1:
+            from grun_cli.distributed import per_process_batch
+
+            dataset.shard(distributed.rank(), distributed.world_size(), per_process_batch(cfg.train))
+        return dataset
+
+    def encode(self, row: dict[str, Any]) -> dict[str, Any]:
+        return self.source.encode_for_unlearning(self.tokenizer, self.template, row, self.max_length)
+
+    def probe_sets(self, forget_rows: list[dict[str, Any]], retain_rows: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.source.kind == "text":  # the held-out texts, read by probe()
+            return {}
+        n = int(self.cfg.probe.max_rows)
+        return {"forget": spread(forget_rows, n), "retain": spread(retain_rows, n)}
+
+    def probe(self, model: Any, sets: dict[str, Any], prefix: str, adapter: Any = None) -> dict[str, float]:
+        return probe(model, self.tokenizer, self.template, sets, self.cfg, adapter=adapter, prefix=prefix,
+                     source=self.source)
+
+    def trainer(self, adapter: Any, dataset: Any, folder: Path, tracker: Any, master: Any = None) -> Any:
+        """``master``: the float32 master weights of a half-precision model (train/precision.py),
+        whose forward runs under autocast."""
+        from grun_cli.data.unlearn import UnlearnCollator
+        from grun_cli.train.precision import training_flags
+        from grun_cli.train.trainer import NaNGuard, quiet_progress, training_arguments
+        from grun_cli.train.unlearn_trainer import UnlearnTrainer
+
+        cfg = self.cfg
+        train_cfg = sharding.without_checkpoints(cfg.train) if sharding.requested() else cfg.train
+        if master is not None:
+            train_cfg = training_flags(master, train_cfg)
+        args = training_arguments(train_cfg, str(folder), tracker.report_to, int(cfg.seed))
+        return quiet_progress(UnlearnTrainer(
+            model=adapter.model, args=args, train_dataset=dataset,
+            data_collator=UnlearnCollator(self.tokenizer.pad_token_id), callbacks=[NaNGuard()],
+            method=self.method, adapter=adapter, unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0)))
+
+    def unsharded(self, state: dict[str, Any]) -> Any:
+        """The trained weights gathered from an FSDP run (sharding.py) in the same kind of adapter
+        on a fresh, whole copy of the target."""
+        from grun_cli.adapters import make_adapter
+
+        cfg = self.cfg
+        fresh = load_model(ensure_target(cfg), self.source.tokenizer_corpus, cfg.paths.cache_dir).model
+        adapter = make_adapter(fresh, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
+        adapter.model.load_state_dict(state)
+        return adapter
+
+    def base_record(self, adapter: Any, fingerprint_: str) -> dict[str, Any]:
+        return {"source": self.loaded.source, "revision": self.loaded.revision,
+                "fingerprint": fingerprint_, "parameters": adapter.base_parameters}
+
+    def save_adapter(self, adapter: Any, folder: Path, base: dict[str, Any], requests_done: int | None = None) -> None:
+        """The adapter (and tokenizer) as one atomic folder; a sequence's model after a request
+        records the requests it has seen in the same step (sequence/resume.py)."""
+        with atomic_dir(folder) as tmp:
+            adapter.save(tmp, base)
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            if requests_done is not None:
+                from grun_cli.unlearning.sequence.resume import write_state
+
+                write_state(tmp, requests_done)
+
+
+def setup(cfg: DictConfig) -> Setup:
+    """Settings checked, data read, target model loaded (built and cached for the tiny model)."""
+    from grun_cli import distributed
+    from grun_cli.data.idk import load_idk_answers
+    from grun_cli.methods import make_method
+
+    seed_everything(cfg.seed)
+    method = make_method(cfg.method)
+    distributed.check(cfg, str(cfg.adapter.kind))
+    sharding.check(cfg, str(cfg.adapter.kind), method)
+    main = distributed.is_main()  # a data-parallel launch: the other ranks train and leave
+    if cfg.model.name != "tiny":  # a big model: say what will be downloaded and trained, first
+        from grun_cli.models.resolve import check_downloads, confirm, plan_target
+
+        plan = plan_target(cfg)
+        print(plan.text(cfg), flush=True)
+        check_downloads(plan, cfg)
+        confirm(plan, cfg)
+
+    source = make_source(cfg.data, data_root=cfg.paths.data_dir)
+    if cfg.eval.enabled:  # a bad evaluation setting must fail now, not after training
+        from grun_cli.eval.run import check_evaluation
+
+        check_evaluation(cfg, source, str(cfg.adapter.kind))
+    with distributed.main_first():
+        model_cfg = ensure_target(cfg)
+        loaded = load_model(model_cfg, source.tokenizer_corpus, cfg.paths.cache_dir)
+    template = PromptTemplate.for_model(cfg.model)
+    max_length = int(cfg.model.max_length)
+    if method.needs_idk and source.kind == "text":
+        raise GrunError(f"method={method.name} answers forget questions with refusals and needs QA data "
+                        f"(data=tofu or synthetic), not the text corpora of data={cfg.data.name}")
+    idk_answers, idk_source = (load_idk_answers(cfg.method.get("idk_answers"), cfg.paths.data_dir)
+                               if method.needs_idk else (None, None))
+    negatives = None
+    if cfg.adapter.kind == "grun" and cfg.adapter.get("gate_negatives"):
+        from grun_cli.data.gate_negatives import encode_negatives, read_prompts
+
+        negatives = encode_negatives(read_prompts(list(cfg.adapter.gate_negatives), cfg.paths.data_dir), source,
+                                     loaded.tokenizer, template, max_length)
+        log.info("gate negatives: %d prompts from %s", len(negatives), list(cfg.adapter.gate_negatives))
+    return Setup(cfg, method, source, loaded, template, idk_answers, idk_source, negatives, main)
+
+
+def prepare_caches(cfg: DictConfig, method: Any, adapter: Any, dataset: Any, pad_id: int) -> dict[str, Any]:
+    """What the frozen starting model gives every training row, computed once before training:
+    the reference values the method reads (``train.reference=cached``; live, full fine-tuning
+    keeps a frozen copy) and GRUN's frozen prefix (``adapter.cache_prefix``). Returns what was
+    cached, for metrics.json."""
+    from tqdm.auto import tqdm
+
+    from grun_cli.train.reference_cache import CacheReport, cache_prefix, cache_references
+    from grun_cli.train.unlearn_trainer import AdapterAccess
+
+    def progress(desc: str, n: int) -> Any:
+        return tqdm(total=n, desc=desc, leave=False)
+
+    batch_size = int(cfg.probe.batch_size)
+    report = CacheReport("live")
+    if method.needs_reference and str(cfg.train.get("reference", "cached")) == "cached":
+        layer = (AdapterAccess(adapter).block(getattr(method, "layer", None))
+                 if "hidden" in method.references.values() else None)
+        report = cache_references(dataset, method.references, adapter, layer=layer, pad_id=pad_id,
+                                  batch_size=batch_size, max_bytes=float(cfg.train.get("reference_max_gb", 8)) * 2**30,
+                                  progress=progress)
+    adapter.prepare(bool(set(method.references) - set(report.values)))  # a live reference part remains
+    out = report.metrics()
+    if adapter.kind == "grun":
+        out.update(cache_prefix(dataset, adapter, cfg.adapter.get("cache_prefix", "auto"), pad_id=pad_id,
+                                batch_size=batch_size, max_bytes=float(cfg.adapter.get("cache_prefix_max_gb", 8)) * 2**30,
+                                progress=progress))
+    return out
