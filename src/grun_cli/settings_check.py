@@ -279,6 +279,7 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
                "(or eval.enabled=false)")
     if evaluation.get("enabled", True):
         yield from _attacks(evaluation, kind)
+    yield from _at_steps(cfg, evaluation)
     if kind == "grun" and adapter.get("gate_negatives"):
         from grun_cli.data.gate_negatives import conflicts, negative_file
 
@@ -407,6 +408,18 @@ def _attacks(evaluation: Mapping[str, Any], adapter: str | None) -> Iterator[str
         yield f"eval.attacks={names!r}: give a list, e.g. eval.attacks=[quantize_4bit,edit_off]"
         return
     yield from problems(names, evaluation.get("attack_settings"), str(evaluation.get("kind", "tofu")), adapter)
+
+
+def _at_steps(cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> Iterator[str]:
+    steps = evaluation.get("at_steps") or []
+    if not steps:
+        return
+    if not isinstance(steps, (list, tuple)) or not all(isinstance(s, int) and s >= 1 for s in steps):
+        yield f"eval.at_steps={steps}: give training steps >= 1, e.g. eval.at_steps=[50,100,150]"
+    elif evaluation.get("kind", "tofu") != "tofu" or not evaluation.get("enabled", True):
+        yield "eval.at_steps evaluates TOFU along training: it needs eval=tofu (or synthetic) with eval.enabled=true"
+    elif (cfg.get("sequence") or {}).get("requests") or cfg.get("base_run"):
+        yield "eval.at_steps is for one request: a sequence (sequence=, base_run=) evaluates after each request instead"
 
 
 def _files(cfg: Mapping[str, Any]) -> Iterator[str]:

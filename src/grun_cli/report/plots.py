@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, headless Agg), each in its own module: the trade-off
 plot (tradeoff.py), training curves (curves.py), gate distributions (gate_plots.py), metrics
-after each request of sequential runs (sequence_plot.py). Each
+after each request of sequential runs (sequence_plot.py), metrics along training (steps_plot.py). Each
 returns the PNG it wrote, or None with the reason it skipped."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from grun_cli.report.curves import training_curves
 from grun_cli.report.figure import DPI
 from grun_cli.report.gate_plots import gate_distributions
 from grun_cli.report.sequence_plot import sequence_plot
+from grun_cli.report.steps_plot import steps_plot
 from grun_cli.report.tradeoff import tradeoff_plot
 
 
@@ -20,7 +21,7 @@ def make_plots(report: Report, out: Path, *, dpi: int = DPI) -> tuple[list[Path]
     written, skipped = [], []
     results = [tradeoff_plot(report, kind, out, dpi=dpi) for kind in report.kinds()]
     results += [training_curves(report.rows, out, dpi=dpi), gate_distributions(report.rows, out, dpi=dpi),
-                sequence_plot(report.rows, out, dpi=dpi)]
+                sequence_plot(report.rows, out, dpi=dpi), steps_plot(report.rows, out, dpi=dpi)]
     for path, why in results:
         if path is not None:
             written.append(path)

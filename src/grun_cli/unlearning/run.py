@@ -26,6 +26,7 @@ from grun_cli.train.precision import keep_updates
 from grun_cli.train.run_card import run_card, write_run_card
 from grun_cli.train.tracking import start_tracking
 from grun_cli.unlearning.setup import prepare_caches, setup
+from grun_cli.unlearning.steps import StepEvaluation, requested_steps
 
 log = logging.getLogger("grun.unlearn")
 
@@ -69,6 +70,8 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     tracker = start_tracking(cfg.logger, out, config, job_type="unlearn", name=out.name)
     trainer = s.trainer(adapter, dataset, out / "trainer", tracker, master)
+    if main and cfg.eval.enabled and requested_steps(cfg):
+        trainer.add_callback(StepEvaluation(cfg, out, adapter=adapter, tokenizer=tokenizer, source=source))
     try:
         train(trainer, "unlearn", resume_checkpoint(cfg, out), checkpoints=not sharded)
         master.restore()
