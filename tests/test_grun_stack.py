@@ -177,3 +177,25 @@ def test_diagnostic_gates_are_the_largest_of_the_stack(tiny) -> None:
                                      lambda: adapter.model(input_ids=IDS, attention_mask=MASK))
         each.append(torch.sigmoid(edits[str(adapter.layers[0])].gate(h[torch.arange(2), POS])).squeeze(-1))
     assert torch.allclose(values[:, 0], torch.stack(each).amax(0), atol=1e-6)
+
+
+def test_official_protocol_trains_the_edit_alone_against_the_base(tiny) -> None:
+    """sequence.protocol=official: inside ``alone()`` the earlier edits are off, so the forward
+    is the current edit on the base model (the single run's arithmetic) and the reference is the
+    base model; outside, every edit acts again."""
+    model = fresh(tiny)
+    plain = logits(model)
+    adapter = stacked(tiny, requests=3, model=model)
+    combined = logits(model, adapter)
+    inputs = {"input_ids": IDS, "attention_mask": MASK}
+    with adapter.alone():
+        alone = logits(model, adapter)
+        with torch.no_grad(), adapter.editing(POS):
+            reference = adapter.reference_logits(inputs)
+    assert torch.equal(reference, plain)  # NPO's reference: the base model
+    single = fresh(tiny)
+    torch.manual_seed(102)
+    only = make_adapter(single, GRUN)
+    perturb_seeded(only, 9)  # the third request's edit, built alone from the same seeds
+    assert torch.allclose(alone, logits(single, only), atol=1e-6)
+    assert torch.equal(logits(model, adapter), combined) and not torch.equal(alone, combined)

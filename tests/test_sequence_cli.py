@@ -166,3 +166,18 @@ def test_a_stopped_sequence_resumes_where_it_stopped_and_equals_the_whole(tmp_pa
     assert json.loads((stopped / "adapter" / "sequence_state.json").read_text()) == {"requests_done": 2}
     assert json.loads((stopped / "run_card.json").read_text())["status"] == "complete"
     assert not (stopped / "INTERRUPTED").exists()
+
+
+def test_official_protocol_trains_each_edit_alone(env: dict[str, str], tmp_path: Path) -> None:
+    """sequence.protocol=official: each request's GRUN edit trained alone on the base model and
+    the edits combined with the release's scale; LoRA is refused in one line."""
+    run = tmp_path / "official"
+    r = grun("unlearn", "method=npo", "adapter=grun", "sequence.protocol=official", "eval.enabled=false",
+             *SEQUENCE, f"hydra.run.dir={run}", env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    saved = json.loads((run / "adapter" / "grun_adapter.json").read_text())
+    assert saved["config"]["combine"] == "official" and len(saved["config"]["stack"]) == 1
+    card = json.loads((run / "run_card.json").read_text())
+    assert card["config"]["sequence"]["protocol"] == "official"
+    r = grun("unlearn", "adapter=lora", "sequence.protocol=official", *SEQUENCE, env=env)
+    assert r.returncode == 2 and "sequence.protocol=official trains each request's GRUN edit alone" in r.stderr

@@ -95,6 +95,7 @@ class SequenceSettings(_Group):
     requests: Annotated[int, Field(ge=1)] | list[str] | None = None
     split: str | None = None
     retain_split: str = "full"
+    protocol: Literal["stacked", "official"] = "stacked"
 
 
 class LoraSettings(_Group):
@@ -293,6 +294,9 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
     if isinstance(sequence, Mapping):
         yield from _schema(sequence, SequenceSettings, "sequence")
         yield from _sequence(cfg, sequence)
+        if sequence.get("protocol") == "official" and kind != "grun":
+            yield (f"sequence.protocol=official trains each request's GRUN edit alone and combines the edits; "
+                   f"adapter={kind} trains one set of weights further (use sequence.protocol=stacked)")
     if cfg.get("base_run"):
         yield from _base_run(cfg)
     idk = method.get("idk_answers")

@@ -141,6 +141,7 @@ class GrunAdapter(Adapter):
         self._once = False
         self._enabled = True
         self._current_on = True
+        self._stack_on = True
         self.gate_records: list[tuple[str, torch.Tensor]] = []  # (role, gates (layers, batch))
         self._pending: list[torch.Tensor] = []
         self._handles = [blocks[i].register_forward_hook(self._hook(i)) for i in self.layers]
@@ -153,7 +154,8 @@ class GrunAdapter(Adapter):
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
             if not self._enabled or self._positions is None:
                 return output
-            edits = [frozen[key] for frozen in self.stack] + ([self.edits[key]] if self._current_on else [])
+            edits = ([frozen[key] for frozen in self.stack] if self._stack_on else []) + \
+                ([self.edits[key]] if self._current_on else [])
             if not edits:
                 return output
             h = output[0] if isinstance(output, tuple) else output
@@ -290,8 +292,20 @@ class GrunAdapter(Adapter):
         finally:
             self._current_on = saved
 
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        """The earlier requests' edits off: the edit being trained acts alone on the base model,
+        whose reference is the base model itself (``sequence.protocol=official``: each request's
+        edit trained on its own, the edits combined only at inference)."""
+        saved = self._stack_on
+        self._stack_on = False
+        try:
+            yield
+        finally:
+            self._stack_on = saved
+
     def reference_model(self) -> tuple[Any, Any]:
-        return self.model, (self.current_off() if len(self.stack) else self.disabled())
+        return self.model, (self.current_off() if len(self.stack) and self._stack_on else self.disabled())
 
     # -- sequential unlearning -----------------------------------------------------------
     def push_stack(self, edits: nn.ModuleDict, info: Mapping[str, Any]) -> None:

@@ -16,13 +16,14 @@ its provenance), loaded by ``grun eval run=``, ``load_run`` and the lm-eval brid
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from grun_cli.data.source import fingerprint
 from grun_cli.errors import GrunError
@@ -152,11 +153,15 @@ def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], 
     info = {**request.record(), "forget_rows": len(forget_rows), "retain_rows": len(retain_rows),
             "fingerprint": fingerprint(forget_rows + retain_rows), "method": s.method.name}
     adapter = next_adapter(s, previous, info)
-    caches = prepare_caches(cfg, s.method, adapter, dataset, s.tokenizer.pad_token_id)
-    master = keep_updates(adapter.model, cfg.train)
-    trainer = s.trainer(adapter, dataset, folder / "trainer", tracker, master)
-    train(trainer, "unlearn", checkpoint)
-    master.restore()
+    # protocol official: the edit trained alone on the base model (the earlier edits off, the
+    # reference the base); stacked: on top of the earlier edits, against the model they make
+    alone = adapter.alone() if protocol(cfg) == "official" else contextlib.nullcontext()
+    with alone:
+        caches = prepare_caches(cfg, s.method, adapter, dataset, s.tokenizer.pad_token_id)
+        master = keep_updates(adapter.model, cfg.train)
+        trainer = s.trainer(adapter, dataset, folder / "trainer", tracker, master)
+        train(trainer, "unlearn", checkpoint)
+        master.restore()
     info["train_steps"] = trainer.state.global_step
     if adapter.kind == "grun":
         adapter.cfg["request"] = info
@@ -174,21 +179,31 @@ def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], 
     return adapter, line
 
 
+def protocol(cfg: Any) -> str:
+    """``sequence.protocol``: official (each GRUN request's edit trained alone on the base model,
+    the edits combined at inference with the release's scale 0.6 N + 0.6) | stacked (each new
+    edit trained with the earlier ones active)."""
+    return str((cfg.get("sequence") or {}).get("protocol") or "stacked")
+
+
 def next_adapter(s: Any, previous: Any, info: dict[str, Any]) -> Any:
     """The adapter the next request trains: GRUN, a fresh gated edit over the earlier ones
     (frozen); LoRA and full, the same weights trained further."""
     from grun_cli.adapters import make_adapter
 
     cfg = s.cfg
+    adapter_cfg = cfg.adapter
+    if protocol(cfg) == "official":  # the edits combined as the release's MultipleGate does
+        adapter_cfg = {**OmegaConf.to_container(cfg.adapter, resolve=True), "combine": "official"}
     if previous is None:
-        return make_adapter(s.loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
+        return make_adapter(s.loaded.model, adapter_cfg, model_layers=cfg.model.get("grun_layers"))
     if previous.kind != "grun":
         previous.next_request()
         return previous
     earlier = [*zip(previous.stack, previous.stack_info, strict=True),
                (previous.edits, previous.cfg.pop("request", {}))]
     previous.detach()
-    adapter = make_adapter(s.loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
+    adapter = make_adapter(s.loaded.model, adapter_cfg, model_layers=cfg.model.get("grun_layers"))
     for edits, provenance in earlier:
         adapter.push_stack(edits, provenance)
     return adapter
