@@ -95,7 +95,15 @@ def child(args: argparse.Namespace) -> dict:
     if cached:  # train.reference=cached: the values computed once before training, not timed
         attach_cached_reference(data, method, adapter, access)
     times = []
+    profiler = None
+    if args.profile:  # the timed steps under torch.profiler: where a step's time goes, kernel by kernel
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for step in range(args.warmup + args.steps):
+        if args.profile and step == args.warmup:
+            profiler = profile(activities=activities, record_shapes=True)
+            profiler.__enter__()
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -110,6 +118,12 @@ def child(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        with open(f"{args.profile}.{args.adapter.replace('/', '_')}.txt", "w") as f:
+            f.write(f"{args.arch} {args.adapter} {args.dtype}: {args.steps} steps, median {1000 * statistics.median(times):.1f} ms\n")
+            f.write(profiler.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=40))
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else rss_mb() - base_rss)
     info = adapter.describe()
     return {"adapter": args.adapter, "step_ms": 1000 * statistics.median(times), "peak_mb": peak,
@@ -157,7 +171,7 @@ def run_child(args: argparse.Namespace, arch: str, adapter: str) -> dict:
     cmd = [sys.executable, __file__, "--child", "--arch", arch, "--adapter", adapter, "--method", args.method,
            "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--device", args.device, "--dtype", args.dtype,
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), *(["--profile", args.profile] if args.profile else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -196,6 +210,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--count-only", action="store_true", help="trainable parameters only (meta device)")
     ap.add_argument("--json", default=None, help="also write {arch: {adapter: row}} to this file")
+    ap.add_argument("--profile", default=None, help="profile the timed steps: <this>.<adapter>.txt per adapter")
     args = ap.parse_args()
     if args.child:
         args.arch = args.arch[0]
