@@ -41,11 +41,11 @@ def main() -> None:
 
     from grun_cli.config import config_dir
     from grun_cli.data import make_source
-    from grun_cli.scoring.rouge import rouge_scores
     from grun_cli.eval.tofu import Evaluator, eval_sets
     from grun_cli.models.loading import load_model
     from grun_cli.models.target import ensure_target
     from grun_cli.models.template import PromptTemplate
+    from grun_cli.scoring.rouge import rouge_scores
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -21,8 +21,8 @@ def _prob_pass(model: Any, tokenizer: Any, template: Any, pairs: Sequence[tuple[
     import torch
     import torch.nn.functional as F
 
-    from grun_cli.scoring.likelihood import pad_batch
     from grun_cli.models.template import IGNORE_INDEX
+    from grun_cli.scoring.likelihood import pad_batch
 
     out: list[float] = []
     device = next(model.parameters()).device
