@@ -385,3 +385,16 @@ def test_a_later_tables_target_is_built_in_the_background(tmp_path: Path, monkey
         built = (folder / "run_card.json").stat().st_mtime_ns
         assert ensure_finetuned(cfg, "full") == folder and (folder / "run_card.json").stat().st_mtime_ns == built
     assert warm_targets([], "ci", 42, [], threads=1) is None
+
+
+def test_repro_without_data_ends_non_zero_unless_partial_is_asked(clean_env: dict[str, str], tmp_path: Path) -> None:
+    """A fresh clone with no data copies and no Hub: `make repro-ci` must not pass by checking
+    nothing. One line names what is missing; allow_partial=true says last what was not checked."""
+    env = {**clean_env, "HF_HUB_OFFLINE": "1"}
+    r = grun("repro", "tables=[tofu_forget05,wmdp]", f"out={tmp_path / 'o'}", env=env)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "tofu_forget05 needs tofu, wmdp needs wmdp: no copy under $GRUN_DATA_DIR (not set)" in r.stderr
+    assert "allow_partial=true" in r.stderr
+    r = grun("repro", "tables=[tofu_forget05,wmdp]", "allow_partial=true", f"out={tmp_path / 'o'}", env=env)
+    assert r.returncode == 2 and "no table can run here" in r.stderr  # nothing left to check
+    assert "allow_partial=true: not checking tofu_forget05 needs tofu, wmdp needs wmdp" in r.stdout

@@ -126,21 +126,27 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
     extra = [str(o) for o in as_list(cfg.overrides)]
 
     # what each table runs on, its expected numbers and its claims: all read before any run
-    plan = []
+    plan, missing = [], {}  # missing: the tables this machine has no data to check (table -> data set)
     for table in tables:
         data = table.data_for(data_root()) if table.kind != "efficiency" else None
         if table.kind != "efficiency" and data is None:
-            print(f"skipped {table.name}: needs {table.data} data under $GRUN_DATA_DIR ({data_root() or 'not set'})")
+            missing[table.name] = str(table.data)
             continue
         expected = read_expected(table, data) if scale in CPU_SCALES else None
         if scale in CPU_SCALES and do_check and not update and expected is None:
             measure = f"grun repro tables=[{table.name}] seeds=[42,1,2] update=true"
-            if data != table.data:  # the fallback data set: say so and go on with the others
-                print(f"skipped {table.name}: no expected values for data={data} ({table.expected_path(data).name}); "
-                      f"set GRUN_DATA_DIR to the {table.data} copy, or measure them: {measure}")
+            if data != table.data:  # only the fallback data set here, with nothing to check it against
+                missing[table.name] = str(table.data)
                 continue
             raise GrunError(f"{table.expected_path(data)} does not exist; measure it first: {measure}")
         plan.append((table, data, expected, load_claims(table.folder / CLAIMS_FILE)))
+    if missing:  # a reproduction must not pass by checking nothing
+        what = ", ".join(f"{name} needs {data}" for name, data in missing.items())
+        if not cfg.get("allow_partial", False):
+            raise GrunError(f"{what}: no copy under $GRUN_DATA_DIR ({data_root() or 'not set'}) and the Hugging Face "
+                            "Hub unreachable; set GRUN_DATA_DIR to the data copies, or add allow_partial=true to check "
+                            "only the tables that can run")
+        print(f"allow_partial=true: not checking {what} (no copy under $GRUN_DATA_DIR, Hub unreachable)")
     if not plan:
         raise GrunError("no table can run here; see the lines above")
     if scale == "paper":
@@ -233,6 +239,8 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
         print(f"{v['status']:<8}{v['table']:<16}{v['what']}: {v['text']}")
     summary = (f"repro: {counts[OK]} ok, {counts[DRIFTED]} drifted, {counts[FAILED]} failed "
                f"({time.time() - started:.0f} s; {out})")
+    if missing:
+        summary += f"\nrepro: PARTIAL (allow_partial=true): not checked: {', '.join(missing)} (no data here)"
     print(summary)
     atomic_write_json(out / "repro.json", {"scale": scale, "seeds": seeds, "counts": counts, "verdicts": verdicts,
                                            "tables": tables_done, "machine": describe_machine(),

@@ -73,6 +73,10 @@ class Table:
     metrics: dict[str, MetricSpec]
     settings: dict[str, Any]  # kind-specific (efficiency: shapes, ...)
 
+    def has_data(self, data_root: str | None) -> bool:
+        """Whether the table's own data set is here (generated, or a copy under ``data_root``)."""
+        return self.data == "synthetic" or bool(data_root and self.data and (Path(data_root) / self.data).is_dir())
+
     def data_for(self, data_root: str | None) -> str | None:
         """The data set the cells run on: the real one when its files are under
         ``data_root`` ($GRUN_DATA_DIR), else the fallback (None: the table is skipped)."""
@@ -80,9 +84,11 @@ class Table:
             return None
         if self.data == "synthetic":  # generated, always there
             return self.data
-        if data_root and (Path(data_root) / self.data).is_dir():
+        if self.has_data(data_root):
             return self.data
-        return self.fallback
+        from grun_cli.models.hub import hub_reachable
+
+        return self.data if hub_reachable() else self.fallback  # the loaders read it from the Hub
 
     def only(self, scale: str, names: set[str]) -> Table:
         """This table with only the named cells at ``scale`` (the references stay)."""
