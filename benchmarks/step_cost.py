@@ -40,6 +40,9 @@ ARCHS = {
     # that full fine-tuning with AdamW (16 bytes a parameter, 13.6 GB) fits a 24 GB CPU machine
     "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
                intermediate_size=5632, vocab_size=32000, rope_theta=500000.0),
+    # SmolLM2-135M-Instruct's shape (model=smollm2): 30 blocks, tied embeddings
+    "smollm2": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                    intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True),
     "llama3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
                         intermediate_size=14336, vocab_size=128256, rope_theta=500000.0),
     "mistral-7b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,

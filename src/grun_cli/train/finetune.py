@@ -105,7 +105,8 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
              f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs")
     try:
         result = train(trainer, "finetune", resume_checkpoint(cfg, out), checkpoints=not sharded)
-        master.restore()
+        if not sharded:  # a sharded run's rank 0 loads the gathered weights into a fresh model in its dtype
+            master.restore()
         if sharded:  # every process sends its shards; rank 0 goes on with a whole copy
             state = sharding.gather(model)
             if distributed.is_main():

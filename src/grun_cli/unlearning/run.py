@@ -74,7 +74,8 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         trainer.add_callback(StepEvaluation(cfg, out, adapter=adapter, tokenizer=tokenizer, source=source))
     try:
         train(trainer, "unlearn", resume_checkpoint(cfg, out), checkpoints=not sharded)
-        master.restore()
+        if not sharded:  # a sharded run's rank 0 loads the gathered weights into a fresh model in its dtype
+            master.restore()
         if sharded:  # every process sends its shards; rank 0 goes on with a whole model
             state = sharding.gather(adapter.model)
             if main:
