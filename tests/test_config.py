@@ -30,12 +30,12 @@ def test_groups_exist() -> None:
     for group in ("model", "data", "logger", "paths", "hydra", "experiment", "recipe", "method",
                   "adapter", "train"):
         assert options(group), f"config group {group}/ is empty"
-    assert {"tiny", "llama3.1", "mistral", "hf"} <= set(options("model"))
+    assert {"tiny", "llama3.1", "mistral", "hf", "smollm2"} <= set(options("model"))
     assert {"tofu", "synthetic"} <= set(options("data"))
     assert {"wandb", "none"} <= set(options("logger"))
 
 
-@pytest.mark.parametrize("model", ["tiny", "llama3.1", "mistral", "hf"])
+@pytest.mark.parametrize("model", ["tiny", "llama3.1", "mistral", "hf", "smollm2"])
 @pytest.mark.parametrize("data", ["tofu", "synthetic"])
 @pytest.mark.parametrize("logger", ["wandb", "none"])
 def test_every_combination_composes(composer, model: str, data: str, logger: str) -> None:

