@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.grun-installed
 # One pytest worker per core (pytest-xdist), each test file on one worker (its module fixtures
 # built once), the longest files first (tests/conftest.py: LONGEST_FIRST); PYTEST_ARGS="-n 0" runs
 # in one process.
-PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
+PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder --durations=25
 
 .PHONY: install test lint docs demo repro-ci repro-cpu repro-paper clean
 
