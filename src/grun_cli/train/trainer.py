@@ -87,6 +87,7 @@ def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to:
         if float(train_cfg[key]) <= 0:
             raise GrunError(f"train.{key} must be positive, got {train_cfg[key]}")
     save_steps = int(train_cfg.get("save_steps") or 0)  # 0: checkpoints only when stopped
+    half_compute = bool(train_cfg.get("bf16", False) or train_cfg.get("fp16", False))
     return TrainingArguments(
         output_dir=output_dir,
         learning_rate=float(train_cfg["lr"]),
@@ -112,6 +113,8 @@ def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to:
         data_seed=seed,
         bf16=bool(train_cfg.get("bf16", False)),
         fp16=bool(train_cfg.get("fp16", False)),
+        # half-precision autocast without a GPU: transformers wants use_cpu said (bf16 autocast on CPU)
+        use_cpu=half_compute and not _accelerator(),
         activation_checkpointing=bool(train_cfg.get("gradient_checkpointing", False)),  # transformers 5's name
         dataloader_pin_memory=_accelerator(),  # pinned host memory only helps a copy to a GPU
         remove_unused_columns=False,
