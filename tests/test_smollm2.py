@@ -134,4 +134,4 @@ def test_unlearn_smollm2_each_adapter(adapter: str, converted: Path, clean_env, 
     assert 0 <= metrics["model_utility"] <= 1 and 0 < metrics["forget_Q_A_Prob"] < 1  # evaluated
     if adapter == "grun":
         layers = json.loads((out / "adapter" / "grun_adapter.json").read_text())
-        assert layers["layers"] == [19, 23, 29]
+        assert layers["config"]["layers"] == [19, 23, 29]
