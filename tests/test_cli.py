@@ -28,7 +28,7 @@ def test_top_level_help(clean_env: dict[str, str]) -> None:
 def test_command_help_and_cfg(clean_env: dict[str, str]) -> None:
     r = grun("finetune", "--help", env=clean_env)
     assert r.returncode == 0 and "grun finetune - fine-tune" in r.stdout
-    assert "model: hf, llama3.1, llama3.1_instruct, mistral, tiny" in r.stdout
+    assert "model: hf, llama3.1, llama3.1_instruct, mistral, smollm2, tiny" in r.stdout
     r = grun("finetune", "model=llama3.1", "data=tofu", "--cfg", "job", env=clean_env)
     assert r.returncode == 0 and "meta-llama/Llama-3.1-8B" in r.stdout and "lr: 1.0e-05" in r.stdout
 
