@@ -26,7 +26,6 @@ from grun_cli.train.precision import keep_updates
 from grun_cli.train.run_card import run_card, write_run_card
 from grun_cli.train.tracking import start_tracking
 from grun_cli.unlearning.setup import prepare_caches, setup
-from grun_cli.unlearning.steps import StepEvaluation, requested_steps
 
 log = logging.getLogger("grun.unlearn")
 
@@ -70,6 +69,11 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     tracker = start_tracking(cfg.logger, out, config, job_type="unlearn", name=out.name)
     trainer = s.trainer(adapter, dataset, out / "trainer", tracker, master)
+    from grun_cli.unlearning.steps import (  # transformers: after the checks
+        StepEvaluation,
+        requested_steps,
+    )
+
     if main and cfg.eval.enabled and requested_steps(cfg):
         trainer.add_callback(StepEvaluation(cfg, out, adapter=adapter, tokenizer=tokenizer, source=source))
     try:
