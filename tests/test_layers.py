@@ -1,7 +1,7 @@
 """The package layers (docs/architecture.md): a lower layer never imports a higher one, and no
 module imports another that imports it back — counting imports inside functions too.
 
-    7 cli                                   the entry point
+    7 cli, config_docs                      the entry points (config_docs renders docs/config.md)
     6 commands, settings_check, compose_check, resume     compose, check, call an engine, print
     5 unlearning, sweep, repro, report      the engines and what reads run folders
     4 eval, api                             evaluation orchestration, loading a finished run
@@ -16,7 +16,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "grun_cli"
-LAYERS = {"cli": 7, "__main__": 7, "commands": 6, "settings_check": 6, "compose_check": 6, "resume": 6,
+LAYERS = {"cli": 7, "__main__": 7, "config_docs": 7, "commands": 6, "settings_check": 6, "compose_check": 6, "resume": 6,
           "unlearning": 5, "sweep": 5, "repro": 5, "report": 5, "eval": 4, "api": 4,
           "train": 3, "data": 3, "models": 3, "scoring": 3, "sharding": 3, "adapters": 2, "methods": 2}
 
