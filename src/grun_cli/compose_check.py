@@ -19,9 +19,82 @@ from grun_cli.errors import GrunError
 OPTIONAL_GROUPS = ("experiment",)
 
 
-def check_composition(config_name: str, overrides: Sequence[str], command: str | None = None) -> None:
+def check_composition(config_name: str, overrides: Sequence[str], command: str | None = None) -> Any:
     """Compose ``config_name`` with ``overrides`` as Hydra will; a GrunError on any mistake
-    (``command``: the name the user typed, for the message)."""
+    (``command``: the name the user typed, for the message). Returns the composed config."""
+    cfg = _compose(config_name, overrides, command)
+    if command:
+        from grun_cli.settings_check import check_settings
+
+        check_settings(cfg, command)
+    return cfg
+
+
+#: the command whose settings each trial of a multirun command is (a sweep trial is an unlearn run)
+TRIAL_COMMAND = {"sweep": "unlearn"}
+
+
+def check_sweep(config_name: str, overrides: Sequence[str], command: str = "sweep") -> None:
+    """A sweep's settings before its first trial: the fixed settings once, then every value of
+    the search space (``hydra.sweeper.params`` and the command line's sweeps; both ends of an
+    interval) with the others fixed, so a bad value fails the sweep in a second instead of
+    every trial after its model loaded."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
+    from omegaconf import OmegaConf
+
+    from grun_cli.settings_check import SettingsError, check_settings
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(list(overrides))
+    except Exception as e:
+        raise GrunError(f"{str(e).splitlines()[0]}; write key=value, or key=a,b / key='choice(a,b)' to sweep") from None
+    fixed = [o.input_line or f"{o.get_key_element()}={o.get_value_element_as_str()}"
+             for o in parsed if not o.is_sweep_override()]
+    trial = TRIAL_COMMAND.get(command, command)
+    cfg = check_composition(config_name, fixed, command)
+    check_settings(cfg, trial)
+    params = cfg.hydra.sweeper.get("params") if "sweeper" in cfg.hydra else None
+    params = OmegaConf.to_container(params, resolve=False) if OmegaConf.is_config(params) else {}
+    try:
+        space = {o.get_key_element(): o for o in parser.parse_overrides([f"{k}={v}" for k, v in (params or {}).items()])}
+    except Exception as e:
+        raise GrunError(f"hydra.sweeper.params: {str(e).splitlines()[0]}") from None
+    space.update({o.get_key_element(): o for o in parsed if o.is_sweep_override()})  # the command line wins
+    for key, o in space.items():
+        value = o.value()
+        texts = [str(value.start), str(value.end)] if isinstance(value, IntervalSweep) else \
+            list(dict.fromkeys(o.sweep_string_iterator())) if o.is_discrete_sweep() else [o.get_value_element_as_str()]
+        for text in texts:
+            try:
+                check_settings(_with_value(cfg, key, text, parser) or
+                               _compose(config_name, [*fixed, f"{key}={text}"], command), trial)
+            except SettingsError as e:
+                raise SettingsError([f"{p} (a value of the search space)" for p in e.problems]) from None
+            except GrunError as e:
+                raise GrunError(f"the search space's {key}={text}: {e}") from None
+
+
+def _with_value(cfg: Any, key: str, text: str, parser: Any) -> Any:
+    """``cfg`` with one setting changed (a copy), or None where only composing again can say:
+    a config group (``adapter=lora``) or an unknown key (its error names the closest one)."""
+    import copy
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if "." not in key or key.startswith(("+", "~")):
+        return None
+    changed = copy.deepcopy(cfg)
+    try:
+        OmegaConf.update(changed, key, parser.parse_override(f"{key}={text}").value(), merge=False)
+    except OmegaConfBaseException:
+        return None
+    return changed
+
+
+def _compose(config_name: str, overrides: Sequence[str], command: str | None) -> Any:
     from hydra import compose, initialize_config_dir
     from hydra.errors import (
         ConfigCompositionException,
@@ -44,10 +117,7 @@ def check_composition(config_name: str, overrides: Sequence[str], command: str |
             raise GrunError(_unknown_key(str(e), config_name, overrides, command or config_name)) from None
         except ValueError as e:  # e.g. `train=3`: a group given a number
             raise GrunError(f"{e}; a config group takes an option name (e.g. train=default)") from None
-    if command:
-        from grun_cli.settings_check import check_settings
-
-        check_settings(cfg, command)
+    return cfg
 
 
 def _check_optional_groups(overrides: Sequence[str]) -> None:

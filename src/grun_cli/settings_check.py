@@ -192,13 +192,14 @@ def _dedupe(lines: Iterator[str]) -> list[str]:
 # -- the model's depth, from its config file ------------------------------------------------
 def model_depth(model: Mapping[str, Any]) -> int | None:
     """Decoder blocks of the model to be loaded, without loading it: the tiny model's
-    architecture, a local checkpoint's config.json, or the Hub cache's copy. None when unknown
-    (a Hub model not downloaded yet: checked once it is)."""
+    architecture, a local checkpoint's config.json, the Hub cache's copy, else the model
+    config's own ``num_layers`` (a known Hub model not downloaded yet). None when unknown."""
     arch = model.get("architecture") or {}
     path = model.get("name_or_path")
     if not path:
         layers = arch.get("num_layers")
         return int(layers) if isinstance(layers, int) else None
+    stated = int(model["num_layers"]) if isinstance(model.get("num_layers"), int) else None
     config = Path(str(path)).expanduser() / "config.json"
     if not config.is_file():
         try:
@@ -206,16 +207,16 @@ def model_depth(model: Mapping[str, Any]) -> int | None:
 
             cached = try_to_load_from_cache(str(path), "config.json", revision=model.get("revision"))
         except Exception:  # not a Hub id either: the loader says so
-            return None
+            return stated
         if not isinstance(cached, str):
-            return None
+            return stated
         config = Path(cached)
     try:
         data = json.loads(config.read_text())
     except (OSError, ValueError):
-        return None  # the loader reports an unreadable checkpoint with its own message
+        return stated  # the loader reports an unreadable checkpoint with its own message
     layers = data.get("num_hidden_layers") or (data.get("text_config") or {}).get("num_hidden_layers")
-    return int(layers) if isinstance(layers, int) else None
+    return int(layers) if isinstance(layers, int) else stated
 
 
 def _blocks(key: str, value: Any, depth: int | None) -> Iterator[str]:

@@ -45,7 +45,7 @@ def recipe_hash(ft: DictConfig) -> str:
     plain = OmegaConf.to_container(ft, resolve=True)
     for key in _NOT_IN_RECIPE:
         plain.pop(key, None)
-    for key in ("grun_layers", "rmu", "device", "device_map", "tofu", "default_data"):  # not changing the trained weights
+    for key in ("grun_layers", "rmu", "device", "device_map", "tofu", "default_data", "num_layers"):  # not changing the trained weights
         plain["model"].pop(key, None)
     if "templates" in plain["model"]:  # the template chosen, not the ones offered
         plain["model"]["template"] = dataclasses.asdict(PromptTemplate.for_model(plain["model"]))
