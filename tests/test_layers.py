@@ -74,3 +74,26 @@ def test_no_import_loops() -> None:
 def test_the_layer_map_names_real_packages() -> None:
     tops = {p.stem if p.is_file() else p.name for p in SRC.iterdir() if p.suffix == ".py" or p.is_dir()}
     assert set(LAYERS) <= tops, set(LAYERS) - tops
+
+
+def test_the_registries_name_their_components() -> None:
+    """Every adapter kind a saved adapter may name has a class, every registered method and
+    attack is found by discovery, and every data set has a source."""
+    from grun_cli.adapters import ADAPTERS, KINDS
+    from grun_cli.data import SOURCES
+    from grun_cli.errors import GrunError
+    from grun_cli.eval.attacks import ATTACKS
+    from grun_cli.methods import METHODS
+
+    assert set(ADAPTERS.names()) == set(KINDS)
+    assert all(ADAPTERS.get(k).kind == k for k in KINDS)
+    assert {"ga", "gd", "npo", "simnpo", "idk", "idkdpo", "rmu"} <= set(METHODS.names())
+    assert all(METHODS.get(n).name == n for n in METHODS.names())
+    assert {"edit_off", "paraphrase", "quantize_8bit", "relearn"} <= set(ATTACKS.names())
+    assert SOURCES.names() == ["synthetic", "tofu", "wmdp"]
+    try:
+        METHODS.get("nope")
+    except GrunError as e:
+        assert str(e).startswith("unknown method 'nope'; choose one of: ga, gd,")
+    else:
+        raise AssertionError("an unknown name must be refused")

@@ -268,10 +268,9 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
         yield from _blocks("adapter.layers", adapter.get("layers"), depth)
     if method.get("layer") is not None:
         yield from _blocks("method.layer", method.get("layer"), depth)
-    from grun_cli.methods import _REGISTRY, _discover
+    from grun_cli.methods import METHODS
 
-    _discover()
-    cls = _REGISTRY.get(str(method.get("name")))
+    cls = METHODS.get(method.get("name")) if method.get("name") in METHODS else None
     if cls is not None and getattr(cls, "needs_idk", False) and data.get("kind") == "text":
         yield (f"method={method.get('name')} answers forget questions with refusals and needs QA data (data=tofu "
                f"or synthetic), not the text corpora of data={data.get('name')}; use method=rmu, npo or gd")

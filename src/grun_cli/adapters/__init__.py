@@ -6,27 +6,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from grun_cli.adapters.base import Adapter, check_base, read_adapter_config
+from grun_cli.adapters.base import KINDS, Adapter, read_adapter_config
 from grun_cli.errors import GrunError
+from grun_cli.registry import Registry
 
-KINDS = ("grun", "lora", "full")
+#: each adapter's class, imported when used (peft and pyreft load only for their adapter)
+ADAPTERS: Registry[Adapter] = Registry("adapter", entries={
+    "grun": "grun_cli.adapters.grun:GrunAdapter",
+    "lora": "grun_cli.adapters.lora:LoraAdapter",
+    "full": "grun_cli.adapters.full:FullAdapter",
+})
 
 
 def make_adapter(model: Any, cfg: Mapping[str, Any], model_layers: Sequence[int] | None = None) -> Adapter:
-    kind = cfg.get("kind")
-    if kind == "grun":
-        from grun_cli.adapters.grun import GrunAdapter
-
-        return GrunAdapter(model, cfg, layers=model_layers)
-    if kind == "lora":
-        from grun_cli.adapters.lora import LoraAdapter
-
-        return LoraAdapter(model, cfg)
-    if kind == "full":
-        from grun_cli.adapters.full import FullAdapter
-
-        return FullAdapter(model, cfg)
-    raise GrunError(f"unknown adapter '{kind}'; choose one of: {', '.join(KINDS)}")
+    """A new adapter of kind ``adapter.kind`` on ``model`` (``model_layers``: the model config's
+    default blocks, for an adapter that edits chosen blocks)."""
+    return ADAPTERS.get(cfg.get("kind")).create(model, cfg, model_layers)
 
 
 def load_adapter(model: Any, directory: str | Path, trainable: bool = False) -> Adapter:
@@ -38,22 +33,9 @@ def load_adapter(model: Any, directory: str | Path, trainable: bool = False) -> 
     directory = Path(directory)
     saved = read_adapter_config(directory)
     kind = saved["kind"]
-    if kind == "full":
-        from grun_cli.adapters.full import FullAdapter
-
-        return FullAdapter(model, saved["config"])
-    check_base(saved["base_model"], model, directory)
-    if kind == "grun":
-        from grun_cli.adapters.grun import GrunAdapter
-
-        adapter = GrunAdapter(model, saved["config"])
-        adapter.load_weights(directory, trainable=trainable)
-        return adapter
-    if kind == "lora":
-        from grun_cli.adapters.lora import LoraAdapter
-
-        return LoraAdapter.load(model, saved["config"], directory, trainable=trainable)
-    raise GrunError(f"{directory}: unknown adapter kind '{kind}'")
+    if kind not in ADAPTERS:
+        raise GrunError(f"{directory}: unknown adapter kind '{kind}'")
+    return ADAPTERS.get(kind).from_saved(model, saved, directory, trainable)
 
 
-__all__ = ["Adapter", "KINDS", "load_adapter", "make_adapter"]
+__all__ = ["ADAPTERS", "Adapter", "KINDS", "load_adapter", "make_adapter"]

@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +44,9 @@ def decoder_layers(model: Any) -> Any:
                         "Llama-style models (model.model.layers)")
     return layers
 
+
+#: the adapter kinds a saved grun_adapter.json may name (adapters.ADAPTERS has their classes)
+KINDS = ("grun", "lora", "full")
 
 class _Captured(Exception):
     """Raised by the capture hook to skip the blocks after the one read."""
@@ -94,6 +97,26 @@ class Adapter(ABC):
         self.model = model
         self.cfg = dict(cfg)
         self.base_parameters = count_parameters(model.parameters())
+
+    # -- made and restored (adapters.make_adapter / load_adapter) --------------------------
+    @classmethod
+    def create(cls, model: Any, cfg: Mapping[str, Any], model_layers: Sequence[int] | None = None) -> Adapter:
+        """A new adapter on ``model``; ``model_layers``: the model's default blocks, for an
+        adapter that edits chosen blocks."""
+        return cls(model, cfg)
+
+    @classmethod
+    def from_saved(cls, model: Any, saved: Mapping[str, Any], directory: Path, trainable: bool = False) -> Adapter:
+        """The adapter saved in ``directory`` (``saved``: its grun_adapter.json) back on its base
+        model, refusing a different base."""
+        check_base(saved["base_model"], model, directory)
+        adapter = cls(model, saved["config"])
+        adapter.load_weights(directory, trainable=trainable)
+        return adapter
+
+    def load_weights(self, directory: Path, trainable: bool = False) -> None:
+        """Load the trained tensors saved in ``directory`` (``from_saved``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no saved weights to load")
 
     # -- training ------------------------------------------------------------------------
     @abstractmethod
@@ -224,7 +247,7 @@ def read_adapter_config(directory: Path) -> dict[str, Any]:
         raise GrunError(f"{directory} holds no grun adapter ({CONFIG_FILE} missing); "
                         "pass the adapter/ folder of a `grun unlearn` run")
     saved = read_json(path, "adapter config")
-    if saved.get("kind") not in ("grun", "lora", "full") or not isinstance(saved.get("config"), dict):
+    if saved.get("kind") not in KINDS or not isinstance(saved.get("config"), dict):
         raise GrunError(f"{path} names no adapter kind and config; copy the folder again or rerun it")
     verify(directory, saved.get("files"), CONFIG_FILE)
     return saved

@@ -19,6 +19,11 @@ from grun_cli.errors import GrunError
 class FullAdapter(Adapter):
     kind = "full"
 
+    @classmethod
+    def from_saved(cls, model: Any, saved: Mapping[str, Any], directory: Path, trainable: bool = False) -> FullAdapter:
+        """The folder holds the whole fine-tuned model, which ``model`` already is (no base to check)."""
+        return cls(model, saved["config"])
+
     def __init__(self, model: Any, cfg: Mapping[str, Any]) -> None:
         super().__init__(model, cfg)
         self.frozen: Any = None

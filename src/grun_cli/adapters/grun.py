@@ -96,6 +96,10 @@ class _Skip(nn.Module):
 class GrunAdapter(Adapter):
     kind = "grun"
 
+    @classmethod
+    def create(cls, model: Any, cfg: Mapping[str, Any], model_layers: Sequence[int] | None = None) -> GrunAdapter:
+        return cls(model, cfg, layers=model_layers)
+
     def __init__(self, model: Any, cfg: Mapping[str, Any], layers: Sequence[int] | None = None) -> None:
         super().__init__(model, cfg)
         blocks = decoder_layers(model)

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from grun_cli.adapters.base import Adapter
+from grun_cli.adapters.base import Adapter, check_base
 
 
 class LoraAdapter(Adapter):
@@ -72,6 +72,11 @@ class LoraAdapter(Adapter):
         if isinstance(saved.get("target_modules"), list):
             saved["target_modules"] = sorted(saved["target_modules"])
             config.write_text(json.dumps(saved, indent=2, sort_keys=True))
+
+    @classmethod
+    def from_saved(cls, model: Any, saved: Mapping[str, Any], directory: Path, trainable: bool = False) -> LoraAdapter:
+        check_base(saved["base_model"], model, directory)
+        return cls.load(model, saved["config"], directory, trainable=trainable)
 
     @classmethod
     def load(cls, model: Any, cfg: Mapping[str, Any], directory: Path, trainable: bool = False) -> LoraAdapter:

@@ -21,11 +21,14 @@ from grun_cli.commands.context import run_dir
 from grun_cli.data import make_source
 from grun_cli.errors import GrunError
 from grun_cli.eval.run import check_evaluation, run_evaluation
-from grun_cli.io_utils import atomic_write_json
 from grun_cli.models.template import PromptTemplate
 from grun_cli.runtime import plain_config, seed_everything
-from grun_cli.train.run_card import read_run_card, run_card, trained_adapter, write_run_card
-from grun_cli.train.tracking import start_tracking
+from grun_cli.train.run_card import (
+    read_run_card,
+    record_run,
+    trained_adapter,
+)
+from grun_cli.train.tracking import start_tracking, tracked
 
 log = logging.getLogger("grun.eval")
 
@@ -114,7 +117,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         described = loaded.describe()
     config = plain_config(cfg)
     tracker = start_tracking(cfg.logger, out, config, job_type="eval", name=out.name)
-    try:
+    with tracked(tracker):
         from grun_cli.unlearning.sequence.requests import Request, author_groups, corpus_groups
 
         requests = [Request.from_record(r) for r in ((card or {}).get("data") or {}).get("sequence") or []]
@@ -128,15 +131,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(corpus_nll(model, tokenizer, PromptTemplate.for_model(cfg.model), source,
                                       corpus_groups(requests), int(cfg.model.max_length),
                                       batch_size=int(cfg.eval.get("nll_batch_size", 32)), adapter=adapter))
-        atomic_write_json(out / "metrics.json", metrics)
-        write_run_card(out, run_card(
-            "eval", config, status="complete", model=described, evaluation=str(cfg.eval.get("kind", "tofu")),
-            data={"source": source.describe(), "forget_split": source.forget_split},
-            metrics=metrics, wall_time_s=round(time.time() - started, 1)))
-    except BaseException:
-        tracker.finish(exit_code=1)
-        raise
-    tracker.finish()
+        record_run(out, "eval", config, metrics, tracker=tracker, wall_time_s=round(time.time() - started, 1),
+                   model=described,
+                   evaluation=str(cfg.eval.get("kind", "tofu")),
+                   data={"source": source.describe(), "forget_split": source.forget_split})
     _report(metrics, out)
     return metrics
 

@@ -7,24 +7,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from grun_cli.data.source import QASource
-from grun_cli.errors import GrunError
+from grun_cli.registry import Registry
 
-__all__ = ["QASource", "make_source"]
+__all__ = ["SOURCES", "QASource", "make_source"]
+
+
+#: each data set's source class, imported when used; a text corpus (``data.kind: text``) of
+#: any name is read by the text source
+SOURCES: Registry[Any] = Registry("data set", entries={
+    "tofu": "grun_cli.data.tofu:TofuSource",
+    "synthetic": "grun_cli.data.synthetic:SyntheticSource",
+    "wmdp": "grun_cli.data.text:TextSource",
+})
 
 
 def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> Any:
     """Build the data source named by ``data.name`` (QA: tofu, synthetic; text: wmdp)."""
-    name = cfg.get("name")
-    if name == "wmdp" or cfg.get("kind") == "text":
-        from grun_cli.data.text import TextSource
-
-        return TextSource(cfg, data_root=data_root)
-    if name == "tofu":
-        from grun_cli.data.tofu import TofuSource
-
-        return TofuSource(cfg, data_root=data_root)
-    if name == "synthetic":
-        from grun_cli.data.synthetic import SyntheticSource
-
-        return SyntheticSource(cfg)
-    raise GrunError(f"unknown data set '{name}'; use data=tofu, data=synthetic or data=wmdp")
+    name = "wmdp" if cfg.get("kind") == "text" else cfg.get("name")
+    return SOURCES.get(name)(cfg, data_root=data_root)

@@ -273,7 +273,7 @@ def _knowledge(rng: random.Random, facts: list[tuple[str, str]], question: str) 
 class SyntheticSource(QASource):
     name = "synthetic"
 
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
+    def __init__(self, cfg: Mapping[str, Any], data_root: str | None = None) -> None:  # (generated: no files)
         super().__init__(cfg)
         self.seed = int(cfg.get("seed", 0))
         self._per = int(cfg.get("qa_per_author", 20))

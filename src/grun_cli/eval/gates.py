@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from grun_cli.inference import inference_mode
 from grun_cli.models.template import PromptTemplate
 
 #: Per-prompt gate values in a run folder, for `grun report`'s distributions:
@@ -31,22 +32,17 @@ def gate_values_for_ids(adapter: Any, prompts: Sequence[list[int]], pad_id: int,
     device = next(model.parameters()).device
     out = []
     adapter.gate_records = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(prompts), batch_size):
-                chunk = prompts[start:start + batch_size]
-                width = max(len(p) for p in chunk)
-                ids = torch.tensor([p + [pad_id] * (width - len(p)) for p in chunk])
-                mask = (torch.arange(width)[None, :] < torch.tensor([len(p) for p in chunk])[:, None]).long()
-                with adapter.editing([len(p) - 1 for p in chunk], role="diagnostics"):
-                    model(input_ids=ids.to(device), attention_mask=mask.to(device))
-                (_, gates), = adapter.gate_records  # (layers, batch)
-                adapter.gate_records = []
-                out.append(gates.T.float().cpu())
-    finally:
-        model.train(was_training)
+    with inference_mode(model):
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            width = max(len(p) for p in chunk)
+            ids = torch.tensor([p + [pad_id] * (width - len(p)) for p in chunk])
+            mask = (torch.arange(width)[None, :] < torch.tensor([len(p) for p in chunk])[:, None]).long()
+            with adapter.editing([len(p) - 1 for p in chunk], role="diagnostics"):
+                model(input_ids=ids.to(device), attention_mask=mask.to(device))
+            (_, gates), = adapter.gate_records  # (layers, batch)
+            adapter.gate_records = []
+            out.append(gates.T.float().cpu())
     return torch.cat(out)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from grun_cli.inference import inference_mode
 from grun_cli.models.template import PromptTemplate
 
 
@@ -31,7 +32,6 @@ def greedy_answers(
     A batch decodes until its longest answer ends, so batching questions whose answers are
     alike in length saves steps: with ``expected_lengths`` (e.g. the reference answers'
     lengths in an evaluation) questions are ordered by them, else by prompt length."""
-    import torch
     from tqdm.auto import tqdm
 
     from grun_cli.scoring.likelihood import decoder_and_head, edit_context, left_pad
@@ -45,29 +45,24 @@ def greedy_answers(
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
     parts = decoder_and_head(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-                idx = order[start : start + batch_size]
-                ids, mask, positions = left_pad([prompts[i] for i in idx], pad, device)
-                width = ids.shape[1]
-                if parts is not None:
-                    new_tokens = _greedy(*parts, ids, mask, positions, adapter, max_new_tokens,
-                                         tokenizer.eos_token_id, pad)
-                else:  # logits are not head(hidden): transformers' own loop
-                    with edit_context(adapter, [width - 1] * len(idx), once=True):
-                        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                             do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-                    new_tokens = gen[:, width:]
-                for j, i in enumerate(idx):
-                    new = new_tokens[j].tolist()
-                    if tokenizer.eos_token_id in new:
-                        new = new[: new.index(tokenizer.eos_token_id)]
-                    out[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
-    finally:
-        model.train(was_training)
+    with inference_mode(model):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+            idx = order[start : start + batch_size]
+            ids, mask, positions = left_pad([prompts[i] for i in idx], pad, device)
+            width = ids.shape[1]
+            if parts is not None:
+                new_tokens = _greedy(*parts, ids, mask, positions, adapter, max_new_tokens,
+                                     tokenizer.eos_token_id, pad)
+            else:  # logits are not head(hidden): transformers' own loop
+                with edit_context(adapter, [width - 1] * len(idx), once=True):
+                    gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                         do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+                new_tokens = gen[:, width:]
+            for j, i in enumerate(idx):
+                new = new_tokens[j].tolist()
+                if tokenizer.eos_token_id in new:
+                    new = new[: new.index(tokenizer.eos_token_id)]
+                out[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
     return out
 
 

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from grun_cli.inference import inference_mode
 from grun_cli.logprobs import sequence_nll
 from grun_cli.models.template import IGNORE_INDEX, PromptTemplate
 
@@ -77,7 +78,6 @@ def features_nll(
 ) -> tuple[list[float], list[int]]:
     """Summed cross-entropy over each encoded feature's labels and its label count, in input
     order; the adapter's edit at ``prompt_len - 1`` (the last prompt token, or a text's cut)."""
-    import torch
     from tqdm.auto import tqdm
 
     order = list(range(len(feats)))
@@ -85,24 +85,19 @@ def features_nll(
         order.sort(key=lambda i: len(feats[i]["input_ids"]))
     totals, counts = [math.nan] * len(feats), [0] * len(feats)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-                idx = order[start : start + batch_size]
-                batch = pad_batch([feats[i] for i in idx], pad_id)
-                positions = [feats[i]["prompt_len"] - 1 for i in idx]
-                with edit_context(adapter, positions):
-                    logits = model(
-                        input_ids=batch["input_ids"].to(device),
-                        attention_mask=batch["attention_mask"].to(device),
-                    ).logits
-                total, count = sequence_nll(logits, batch["labels"].to(device))
-                for j, i in enumerate(idx):
-                    totals[i], counts[i] = total[j].item(), int(count[j])
-    finally:
-        model.train(was_training)
+    with inference_mode(model):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+            idx = order[start : start + batch_size]
+            batch = pad_batch([feats[i] for i in idx], pad_id)
+            positions = [feats[i]["prompt_len"] - 1 for i in idx]
+            with edit_context(adapter, positions):
+                logits = model(
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                ).logits
+            total, count = sequence_nll(logits, batch["labels"].to(device))
+            for j, i in enumerate(idx):
+                totals[i], counts[i] = total[j].item(), int(count[j])
     return totals, counts
 
 
@@ -169,33 +164,28 @@ def shared_prompt_avg_loss(
     out = [math.nan] * len(pairs)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for qs in tqdm(batches, desc=desc, leave=False):
-                ids, mask, positions = left_pad([prompts[q] for q in qs], pad, device)
-                with edit_context(adapter, [ids.shape[1] - 1] * len(qs)):
-                    first = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-                cache = first.cache
-                last_hidden = first.last_hidden_state[:, -1]  # predicts each answer's first token
-                rows = [(k, i, a) for k, q in enumerate(qs) for i, a in answers[q]]
-                owner = torch.tensor([k for k, _, _ in rows], device=device)
-                cache.reorder_cache(owner)  # one copy of its question's prompt cache per answer
-                a_width = max(len(a) for _, _, a in rows)
-                a_ids = torch.tensor([a + [pad] * (a_width - len(a)) for _, _, a in rows], device=device)
-                a_mask = torch.tensor([[1] * len(a) + [0] * (a_width - len(a)) for _, _, a in rows], device=device)
-                a_pos = mask.sum(-1)[owner, None] + torch.arange(a_width, device=device)
-                hidden = decoder(input_ids=a_ids, attention_mask=torch.cat([mask[owner], a_mask], dim=1),
-                                 position_ids=a_pos, cache=cache, use_cache=False).last_hidden_state
-                # the state predicting answer token t: the prompt's last for t = 0, else answer token t - 1
-                states = torch.cat([last_hidden[owner, None], hidden[:, :-1]], dim=1)
-                keep = a_mask.bool()
-                nll = F.cross_entropy(head(states[keep]).float(), a_ids[keep], reduction="none")
-                per_row = torch.zeros(len(rows), device=device).index_add_(
-                    0, keep.nonzero()[:, 0], nll)
-                for (_, i, _), value in zip(rows, (per_row / keep.sum(-1)).tolist(), strict=True):
-                    out[i] = value
-    finally:
-        model.train(was_training)
+    with inference_mode(model):
+        for qs in tqdm(batches, desc=desc, leave=False):
+            ids, mask, positions = left_pad([prompts[q] for q in qs], pad, device)
+            with edit_context(adapter, [ids.shape[1] - 1] * len(qs)):
+                first = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            cache = first.cache
+            last_hidden = first.last_hidden_state[:, -1]  # predicts each answer's first token
+            rows = [(k, i, a) for k, q in enumerate(qs) for i, a in answers[q]]
+            owner = torch.tensor([k for k, _, _ in rows], device=device)
+            cache.reorder_cache(owner)  # one copy of its question's prompt cache per answer
+            a_width = max(len(a) for _, _, a in rows)
+            a_ids = torch.tensor([a + [pad] * (a_width - len(a)) for _, _, a in rows], device=device)
+            a_mask = torch.tensor([[1] * len(a) + [0] * (a_width - len(a)) for _, _, a in rows], device=device)
+            a_pos = mask.sum(-1)[owner, None] + torch.arange(a_width, device=device)
+            hidden = decoder(input_ids=a_ids, attention_mask=torch.cat([mask[owner], a_mask], dim=1),
+                             position_ids=a_pos, cache=cache, use_cache=False).last_hidden_state
+            # the state predicting answer token t: the prompt's last for t = 0, else answer token t - 1
+            states = torch.cat([last_hidden[owner, None], hidden[:, :-1]], dim=1)
+            keep = a_mask.bool()
+            nll = F.cross_entropy(head(states[keep]).float(), a_ids[keep], reduction="none")
+            per_row = torch.zeros(len(rows), device=device).index_add_(
+                0, keep.nonzero()[:, 0], nll)
+            for (_, i, _), value in zip(rows, (per_row / keep.sum(-1)).tolist(), strict=True):
+                out[i] = value
     return out

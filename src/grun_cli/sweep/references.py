@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from grun_cli.io_utils import atomic_dir, atomic_write_json
-from grun_cli.train.run_card import run_card, write_run_card
+from grun_cli.io_utils import atomic_dir
+from grun_cli.train.run_card import record_run
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,9 @@ def evaluate_target(cfg: DictConfig, out: Path) -> None:
     with atomic_dir(out) as tmp:
         metrics = run_evaluation(cfg, tmp, model=loaded.model, tokenizer=loaded.tokenizer, source=source)
         config = OmegaConf.to_container(cfg, resolve=True)
-        atomic_write_json(tmp / "metrics.json", metrics)
-        write_run_card(tmp, run_card(
-            "eval", config, status="complete", role="target", model=loaded.describe(),
-            evaluation=str(cfg.eval.get("kind", "tofu")), data={"source": source.describe(),
-                                                             "forget_split": source.forget_split},
-            metrics=metrics, wall_time_s=round(time.time() - started, 1)))
+        record_run(tmp, "eval", config, metrics, wall_time_s=round(time.time() - started, 1), role="target",
+                   model=loaded.describe(), evaluation=str(cfg.eval.get("kind", "tofu")),
+                   data={"source": source.describe(), "forget_split": source.forget_split})
 
 
 def retain_from_logs(cfg: DictConfig, target_dir: Path, out: Path) -> bool:
@@ -61,10 +58,8 @@ def retain_from_logs(cfg: DictConfig, target_dir: Path, out: Path) -> bool:
     logs = read_logs(ref)
     metrics = {**summarise(logs, logs), "forget_quality_reference": ref}
     with atomic_dir(out) as tmp:
-        atomic_write_json(tmp / "metrics.json", metrics)
-        write_run_card(tmp, run_card(
-            "eval", OmegaConf.to_container(cfg, resolve=True), status="complete", role="retain",
-            model={"source": str(Path(ref).parent)}, evaluation="tofu", metrics=metrics))
+        record_run(tmp, "eval", OmegaConf.to_container(cfg, resolve=True), metrics, role="retain",
+                   model={"source": str(Path(ref).parent)}, evaluation="tofu")
     return True
 
 

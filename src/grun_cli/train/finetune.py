@@ -19,13 +19,13 @@ from omegaconf import DictConfig
 from grun_cli.data import make_source
 from grun_cli.data.source import fingerprint, spread
 from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_dir, atomic_write_json, atomic_write_text
+from grun_cli.io_utils import atomic_dir, atomic_write_text
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import PromptTemplate
 from grun_cli.runtime import plain_config, seed_everything
 from grun_cli.train.precision import keep_updates, training_flags
-from grun_cli.train.run_card import run_card, write_run_card
-from grun_cli.train.tracking import Tracker, start_tracking
+from grun_cli.train.run_card import record_run
+from grun_cli.train.tracking import Tracker, start_tracking, tracked
 
 log = logging.getLogger("grun.finetune")
 
@@ -103,7 +103,7 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
     log.info("fine-tuning %s (%.2fM parameters) on %d examples for %s",
              loaded.source, loaded.describe()["parameters"] / 1e6, len(train_ds),
              f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs")
-    try:
+    with tracked(tracker):
         result = train(trainer, "finetune", resume_checkpoint(cfg, out), checkpoints=not sharded)
         if not sharded:  # a sharded run's rank 0 loads the gathered weights into a fresh model in its dtype
             master.restore()
@@ -137,24 +137,12 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
                 model.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
             checkpoint = str(out / "checkpoint")
-        tracker.summary(metrics)
         atomic_write_text(out / "train_log.jsonl",  # the loss trajectory, as grun unlearn writes it
                           "".join(json.dumps(h, sort_keys=True) + "\n" for h in trainer.state.log_history))
-        atomic_write_json(out / "metrics.json", metrics)
-        write_run_card(out, run_card(
-            "finetune", config,
-            status="complete",
-            checkpoint=checkpoint,
-            base_model=loaded.describe(),
-            precision=master.describe(),
+        record_run(
+            out, "finetune", config, metrics, tracker=tracker, wall_time_s=metrics["wall_time_s"],
+            checkpoint=checkpoint, base_model=loaded.describe(), precision=master.describe(),
             data={"source": source.describe(), "split": split, "extra_splits": list(cfg.extra_splits),
-                  "rows": len(rows), "authors": authors, "fingerprint": fingerprint(rows)},
-            metrics=metrics,
-            wall_time_s=metrics["wall_time_s"],
-        ))
+                  "rows": len(rows), "authors": authors, "fingerprint": fingerprint(rows)})
         drop_checkpoints(out)
-    except BaseException:
-        tracker.finish(exit_code=1)
-        raise
-    tracker.finish()
     return metrics

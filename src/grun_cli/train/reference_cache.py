@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from grun_cli.inference import inference_mode
+
 log = logging.getLogger(__name__)
 
 #: feature / batch keys of the cached values
@@ -108,9 +110,7 @@ def cache_references(dataset: Any, references: Mapping[str, str], adapter: Any, 
     model, _ = adapter.starting_model()
     device = next(model.parameters()).device
     report = CacheReport("cached")
-    was_training = model.training
-    model.eval()
-    try:
+    with inference_mode(model):
         for part, kind in references.items():
             if kind == "nll":
                 if part == "idk":
@@ -137,8 +137,6 @@ def cache_references(dataset: Any, references: Mapping[str, str], adapter: Any, 
                 report.bytes += size
             else:
                 raise ValueError(f"unknown reference kind {kind!r} for part {part!r}")
-    finally:
-        model.train(was_training)
     report.seconds = time.time() - started
     if not report.values:
         report.mode = "live"
@@ -170,13 +168,9 @@ def cache_prefix(dataset: Any, adapter: Any, setting: Any, *, pad_id: int, batch
         log.info("prefix: %s; every step runs the whole model instead", why)
         return {"prefix_cache": "live", "prefix_cache_why": why}
     started = time.time()
-    was_training = model.training
-    model.eval()
-    try:
+    with inference_mode(model):
         _hidden_values(features, adapter, block, pad_id, batch_size, next(model.parameters()).device, progress,
                        key=PREFIX, desc="frozen prefix")
-    finally:
-        model.train(was_training)
     seconds = time.time() - started
     log.info("prefix: cached the output of block %d for %d rows (%.1f MB, %.1f s); steps start at block %d",
              block, len(features), size / 1e6, seconds, block + 1)

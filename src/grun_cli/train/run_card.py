@@ -90,3 +90,18 @@ def write_run_card(run_dir: Path, card: Mapping[str, Any]) -> None:
 
     run_dir = Path(run_dir)
     atomic_write_json(run_dir / "run_card.json", {**card, "files": digests(run_dir, result_files(run_dir))})
+
+
+def record_run(out: Path, command: str, config: Mapping[str, Any], metrics: Mapping[str, Any], *,
+               tracker: Any = None, wall_time_s: float | None = None, **fields: Any) -> None:
+    """The run folder's epilogue, in the one order every command follows: the tracker's summary,
+    metrics.json, then run_card.json last (status complete, ``fields``, the metrics, the wall
+    time, every result file's checksum). A run stopped anywhere before the card is written has
+    no card, so it never looks complete."""
+    from grun_cli.io_utils import atomic_write_json
+
+    if tracker is not None:
+        tracker.summary(metrics)
+    atomic_write_json(Path(out) / "metrics.json", metrics)
+    timing = {} if wall_time_s is None else {"wall_time_s": wall_time_s}
+    write_run_card(out, run_card(command, config, status="complete", **fields, metrics=metrics, **timing))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import netrc
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,15 @@ def start_tracking(
             log.warning("W&B %s start failed (%s)%s", attempt, e,
                         "; retrying offline" if attempt == "online" else "; continuing without it")
     return Tracker()
+
+
+@contextlib.contextmanager
+def tracked(tracker: Any) -> Iterator[Any]:
+    """The tracker finished as the run ended: with exit code 1 when anything (an error, Ctrl-C)
+    ends the block, so a failed run never looks finished in W&B either."""
+    try:
+        yield tracker
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()

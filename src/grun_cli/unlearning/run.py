@@ -20,11 +20,11 @@ from omegaconf import DictConfig
 from grun_cli import sharding
 from grun_cli.data.source import fingerprint
 from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_write_json, atomic_write_text
+from grun_cli.io_utils import atomic_write_text
 from grun_cli.runtime import plain_config, seed_everything
 from grun_cli.train.precision import keep_updates
-from grun_cli.train.run_card import run_card, write_run_card
-from grun_cli.train.tracking import start_tracking
+from grun_cli.train.run_card import record_run
+from grun_cli.train.tracking import start_tracking, tracked
 from grun_cli.unlearning.setup import prepare_caches, setup
 
 log = logging.getLogger("grun.unlearn")
@@ -76,7 +76,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     if main and cfg.eval.enabled and requested_steps(cfg):
         trainer.add_callback(StepEvaluation(cfg, out, adapter=adapter, tokenizer=tokenizer, source=source))
-    try:
+    with tracked(tracker):
         train(trainer, "unlearn", resume_checkpoint(cfg, out), checkpoints=not sharded)
         if not sharded:  # a sharded run's rank 0 loads the gathered weights into a fresh model in its dtype
             master.restore()
@@ -109,20 +109,13 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
         metrics.update(caches)
         metrics["train_steps"] = trainer.state.global_step
         metrics["wall_time_s"] = round(time.time() - started, 1)
-        tracker.summary(metrics)
-        atomic_write_json(out / "metrics.json", metrics)
-        write_run_card(out, run_card(
-            "unlearn", config, status="complete", adapter=str(out / "adapter"), base_model=base,
-            precision=master.describe(),
+        record_run(
+            out, "unlearn", config, metrics, tracker=tracker, wall_time_s=metrics["wall_time_s"],
+            adapter=str(out / "adapter"), base_model=base, precision=master.describe(),
             method=s.method.name, adapter_kind=adapter.kind, efficiency=efficiency,
             data={"source": source.describe(), "forget_split": source.forget_split,
                   "retain_split": source.retain_split, "forget_rows": len(forget_rows),
                   "retain_rows": len(retain_rows), "pairing": str(cfg.pairing),
-                  "fingerprint": fingerprint(forget_rows + retain_rows), "idk_answers": s.idk_source},
-            metrics=metrics, wall_time_s=metrics["wall_time_s"]))
+                  "fingerprint": fingerprint(forget_rows + retain_rows), "idk_answers": s.idk_source})
         drop_checkpoints(out)
-    except BaseException:
-        tracker.finish(exit_code=1)  # a failed run must not look finished in W&B either
-        raise
-    tracker.finish()
     return metrics

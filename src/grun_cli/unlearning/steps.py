@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import TrainerCallback
 
+from grun_cli.inference import inference_mode
 from grun_cli.io_utils import atomic_write_json
 
 log = logging.getLogger("grun.unlearn")
@@ -51,12 +52,11 @@ class StepEvaluation(TrainerCallback):
         log.info("eval.at_steps: evaluating the model at step %d into %s", step, folder)
         saved = _random_states()
         model = self.adapter.model
-        was_training = model.training
         try:
-            metrics = run_evaluation(self.cfg, folder, model=model, tokenizer=self.tokenizer, source=self.source,
-                                     adapter=self.adapter, text_nll=False)
+            with inference_mode(model, no_grad=False):
+                metrics = run_evaluation(self.cfg, folder, model=model, tokenizer=self.tokenizer, source=self.source,
+                                         adapter=self.adapter, text_nll=False)
         finally:
-            model.train(was_training)
             _restore(saved)
         atomic_write_json(folder / "metrics.json", {"step": step, **metrics})
         self.done.append(step)

@@ -11,13 +11,12 @@ more evaluation, and puts it back exactly afterwards.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import pkgutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from grun_cli.errors import GrunError
+from grun_cli.registry import Registry
 
 #: The evaluations (``eval.kind``) an attack can run in.
 EVALUATIONS = ("tofu", "lm_eval")
@@ -84,39 +83,24 @@ class ModelAttack(Attack):
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Attack]] = {}
-
-
-def register(name: str):
-    def wrap(cls: type[Attack]) -> type[Attack]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def _discover() -> None:
-    for mod in pkgutil.iter_modules(__path__):  # one module per attack
-        importlib.import_module(f"{__name__}.{mod.name}")
+ATTACKS: Registry[Attack] = Registry("attack", __name__)  # one module per attack
+register = ATTACKS.register
 
 
 def available() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
+    return ATTACKS.names()
 
 
 def make_attacks(names: Sequence[str] | None, settings: Mapping[str, Any] | None = None) -> list[Attack]:
     """The attacks ``eval.attacks`` names, in its order, each with its settings section."""
-    _discover()
     names = [str(n) for n in names or []]
-    unknown = [n for n in names if n not in _REGISTRY]
+    unknown = [n for n in names if n not in ATTACKS]
     if unknown:
         raise GrunError(f"eval.attacks={unknown}: known attacks are {', '.join(available())}")
     if len(set(names)) != len(names):
         raise GrunError(f"eval.attacks={names} names an attack twice; list each once")
     settings = dict(settings or {})
-    return [_REGISTRY[n](settings.get(_REGISTRY[n].settings_key or n)) for n in names]
+    return [ATTACKS.get(n)(settings.get(ATTACKS.get(n).settings_key or n)) for n in names]
 
 
 def problems(names: Sequence[str] | None, settings: Mapping[str, Any] | None, evaluation: str,

@@ -29,7 +29,7 @@ from grun_cli.data.source import fingerprint
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json, atomic_write_text
 from grun_cli.runtime import plain_config, seed_everything
-from grun_cli.train.run_card import run_card, write_run_card
+from grun_cli.train.run_card import record_run
 from grun_cli.train.tracking import start_tracking
 from grun_cli.unlearning.sequence.base_run import BaseRun
 from grun_cli.unlearning.sequence.requests import (
@@ -112,16 +112,14 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
         base = s.base_record(adapter, base_print)
         metrics = {**lines[-1]["metrics"], **adapter.describe(), "requests": len(requests),
                    "wall_time_s": round(time.time() - started, 1)}
-        tracker.summary(metrics)
-        atomic_write_json(out / "metrics.json", metrics)
-        write_run_card(out, run_card(
-            "unlearn", config, status="complete", adapter=str(out / "adapter"), base_model=base,
-            method=s.method.name, adapter_kind=adapter.kind, efficiency=adapter.describe(),
+        record_run(
+            out, "unlearn", config, metrics, tracker=tracker, wall_time_s=metrics["wall_time_s"],
+            adapter=str(out / "adapter"), base_model=base, method=s.method.name, adapter_kind=adapter.kind,
+            efficiency=adapter.describe(),
             data={"source": s.source.describe(), "forget_split": s.source.forget_split, "retain_split": retain_split,
                   "pairing": str(cfg.pairing), "idk_answers": s.idk_source,
                   "sequence": [line["request"] for line in lines],
-                  **({"base_run": str(base_run.path)} if base_run else {})},
-            metrics=metrics, wall_time_s=metrics["wall_time_s"]))
+                  **({"base_run": str(base_run.path)} if base_run else {})})
     except BaseException as e:
         tracker.finish(exit_code=1)
         if isinstance(e, KeyboardInterrupt) and not getattr(e, "checkpoint", None) and lines and not base_run:
