@@ -38,25 +38,29 @@ class SettingsError(GrunError):
 
 
 class _Group(BaseModel):
+    """One config group's types and ranges. No defaults here: conf/ holds every default (what
+    `--cfg job` shows), so a key every composed config carries is required; a field keeps a
+    default only where some commands' configs lack the key (``= None``: a method's own option)."""
+
     model_config = ConfigDict(extra="allow", strict=False)
 
 
 class Train(_Group):
     lr: Positive
     epochs: NonNegative
-    max_steps: int = -1
+    max_steps: int
     batch_size: Count
-    grad_accum: Count = 1
-    warmup: Annotated[int, Field(ge=0)] | Annotated[float, Field(ge=0, lt=1)] = 0
-    scheduler: Literal[SCHEDULERS] = "linear"  # type: ignore[valid-type]
-    weight_decay: NonNegative = 0.0
-    adam_betas: tuple[Beta, Beta] = (0.9, 0.999)
-    max_grad_norm: Positive = 1.0
-    logging_steps: Count = 10
-    save_steps: Annotated[int, Field(ge=0)] = 0
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    master_weights: Literal["fp32", "none"] = "fp32"
+    grad_accum: Count
+    warmup: Annotated[int, Field(ge=0)] | Annotated[float, Field(ge=0, lt=1)]
+    scheduler: Literal[SCHEDULERS]  # type: ignore[valid-type]
+    weight_decay: NonNegative
+    adam_betas: tuple[Beta, Beta]
+    max_grad_norm: Positive
+    logging_steps: Count
+    save_steps: Annotated[int, Field(ge=0)]
+    bf16: bool
+    gradient_checkpointing: bool
+    master_weights: Literal["fp32", "none"]
     reference: Literal["cached", "live"] = "cached"
     reference_max_gb: NonNegative = 8.0
 
@@ -70,18 +74,18 @@ class Train(_Group):
 
 class GrunSettings(_Group):
     kind: Literal["grun"]
-    layers: list[int] | int | None = None
-    rank: Count = 4
-    gate: Literal["linear", "mlp"] = "linear"
-    gate_weight: NonNegative = 10.0
-    unlearn_warmup_steps: Annotated[int, Field(ge=0)] = 0
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    cache_prefix: Literal["auto", True, False] = "auto"
-    cache_prefix_max_gb: NonNegative = 8.0
-    gate_negatives: list[str] = []
-    combine: Literal["sum", "official"] = "sum"
-    combine_coeff: float = 0.6
-    combine_bias: float = 0.6
+    layers: list[int] | int | None
+    rank: Count
+    gate: Literal["linear", "mlp"]
+    gate_weight: NonNegative
+    unlearn_warmup_steps: Annotated[int, Field(ge=0)]
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    cache_prefix: Literal["auto", True, False]
+    cache_prefix_max_gb: NonNegative
+    gate_negatives: list[str]
+    combine: Literal["sum", "official"]
+    combine_coeff: float
+    combine_bias: float
 
     @field_validator("dtype")
     @classmethod
@@ -92,25 +96,25 @@ class GrunSettings(_Group):
 
 
 class SequenceSettings(_Group):
-    requests: Annotated[int, Field(ge=1)] | list[str] | None = None
-    split: str | None = None
-    retain_split: str = "full"
-    protocol: Literal["stacked", "official"] = "stacked"
+    requests: Annotated[int, Field(ge=1)] | list[str] | None
+    split: str | None
+    retain_split: str
+    protocol: Literal["stacked", "official"]
 
 
 class LoraSettings(_Group):
     kind: Literal["lora"]
-    rank: Count = 4
-    alpha: Positive = 32
-    dropout: Beta = 0.0
-    unlearn_warmup_steps: Annotated[int, Field(ge=0)] = 0
+    rank: Count
+    alpha: Positive
+    dropout: Beta
+    unlearn_warmup_steps: Annotated[int, Field(ge=0)]
 
 
 class FullSettings(_Group):
     kind: Literal["full"]
-    layers: list[int] | None = None
-    freeze: list[str] = []
-    unlearn_warmup_steps: Annotated[int, Field(ge=0)] = 0
+    layers: list[int] | None
+    freeze: list[str]
+    unlearn_warmup_steps: Annotated[int, Field(ge=0)]
 
 
 ADAPTERS: dict[str, type[_Group]] = {"grun": GrunSettings, "lora": LoraSettings, "full": FullSettings}
@@ -118,8 +122,8 @@ ADAPTERS: dict[str, type[_Group]] = {"grun": GrunSettings, "lora": LoraSettings,
 
 class MethodSettings(_Group):
     name: str
-    forget_weight: NonNegative = 1.0
-    retain_weight: NonNegative = 1.0
+    forget_weight: NonNegative
+    retain_weight: NonNegative
     beta: Positive | None = None
     delta: float | None = None
     steering_coeff: Positive | None = None
@@ -131,15 +135,15 @@ class MethodSettings(_Group):
 
 
 class Probe(_Group):
-    max_rows: Annotated[int, Field(ge=0)] = 200
+    max_rows: Annotated[int, Field(ge=0)]
     batch_size: Count = 32
 
 
 class ModelSettings(_Group):
     name: str
-    max_length: Count = 256
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    trust_remote_code: bool = False
+    max_length: Count
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    trust_remote_code: bool
     weights: Literal["auto", "hub", "packaged"] = "auto"
     template: str | dict[str, Any] | None = None
     templates: dict[str, dict[str, Any]] = {}
@@ -154,11 +158,11 @@ class ModelSettings(_Group):
 
 
 class Run(_Group):
-    seed: Annotated[int, Field(ge=0)] = 42
+    seed: Annotated[int, Field(ge=0)]
 
 
 class UnlearnRun(Run):
-    pairing: Literal["random", "fixed"] = "random"
+    pairing: Literal["random", "fixed"]
 
 
 def _where(loc: tuple[Any, ...], prefix: str) -> str:
