@@ -4,11 +4,13 @@ three adapters, refusal of a different base model, and the rotation surviving tr
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from grun_cli.adapters import load_adapter, make_adapter
 from grun_cli.adapters.base import base_fingerprint
@@ -119,10 +121,12 @@ def test_edit_off_equals_plain_model(tiny) -> None:
 def test_save_load_round_trip_is_exact(tiny, cfg, tmp_path: Path) -> None:
     model = fresh(tiny)
     base = {"source": "tiny", "fingerprint": base_fingerprint(model)}
-    adapter = make_adapter(model, cfg)
+    adapter = make_adapter(model, OmegaConf.create({**cfg, "gate_negatives": ["a prompt"]}))  # as Hydra hands it
     perturb(adapter)
     trained = logits(model, adapter)
     adapter.save(tmp_path, base)
+    saved = json.loads((tmp_path / "grun_adapter.json").read_text())["config"]
+    assert saved["gate_negatives"] == ["a prompt"]  # a list, not its repr
     if cfg["kind"] == "full":
         from transformers import AutoModelForCausalLM
 

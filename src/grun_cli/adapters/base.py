@@ -95,7 +95,7 @@ class Adapter(ABC):
 
     def __init__(self, model: Any, cfg: Mapping[str, Any]) -> None:
         self.model = model
-        self.cfg = dict(cfg)
+        self.cfg = plain(cfg)  # saved in grun_adapter.json: lists as lists, not their repr
         self.base_parameters = count_parameters(model.parameters())
 
     # -- made and restored (adapters.make_adapter / load_adapter) --------------------------
@@ -251,6 +251,19 @@ def read_adapter_config(directory: Path) -> dict[str, Any]:
         raise GrunError(f"{path} names no adapter kind and config; copy the folder again or rerun it")
     verify(directory, saved.get("files"), CONFIG_FILE)
     return saved
+
+
+def plain(value: Any) -> Any:
+    """A config (an OmegaConf node or nested mappings / lists) as plain dicts and lists."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
 
 
 def check_base(saved: Mapping[str, Any], model: Any, directory: Path) -> None:

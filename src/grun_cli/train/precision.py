@@ -27,7 +27,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-MASTER_WEIGHTS = ("fp32", "none")
 #: below this lr a bfloat16 AdamW update is under half an ulp of a typical weight (|w| ~ 0.02)
 ROUNDS_AWAY_BELOW_LR = 1e-4
 
