@@ -35,12 +35,14 @@ def test_grid_sweep_records_a_failing_trial_and_goes_on(clean_env: dict[str, str
     sweep = tmp_path / "grid"
     env = {**clean_env, "WANDB_MODE": "offline"}
     env.pop("WANDB_API_KEY", None)
-    r = grun("sweep", *QUICK, "logger=wandb", "adapter.layers=[2,3],[9]", f"hydra.sweep.dir={sweep}", env=env)
+    # rank 200 passes the settings check (the edit's width is known once the model loads) and
+    # fails in its trial: the sweep records it and goes on
+    r = grun("sweep", *QUICK, "logger=wandb", "adapter.rank=4,200", f"hydra.sweep.dir={sweep}", env=env)
     assert r.returncode == 0, r.stderr[-4000:]
     ok, bad = trials(sweep)
-    assert (ok["number"], ok["status"], ok["params"]) == (0, "complete", {"adapter.layers": "[2,3]"})
-    assert (bad["number"], bad["status"], bad["params"]) == (1, "failed", {"adapter.layers": "[9]"})
-    assert bad["reason"].startswith("adapter.layers=[9]: give distinct decoder blocks among 0..3")
+    assert (ok["number"], ok["status"], ok["params"]) == (0, "complete", {"adapter.rank": "4"})
+    assert (bad["number"], bad["status"], bad["params"]) == (1, "failed", {"adapter.rank": "200"})
+    assert bad["reason"].startswith("adapter.rank=200 must be in 1..128")
     assert (sweep / "1" / "FAILED").is_file() and not (sweep / "1" / "run_card.json").exists()
     metrics = json.loads((sweep / "0" / "metrics.json").read_text())
     assert ok["metrics"] == metrics and ok["objectives"]["utility"] == metrics["model_utility"]
@@ -59,10 +61,10 @@ def test_grid_sweep_records_a_failing_trial_and_goes_on(clean_env: dict[str, str
     assert selected.is_file() == (expect is not None)
     if expect is not None:
         body = yaml.safe_load(selected.read_text())
-        assert body["adapter"] == {"layers": [2, 3]} and {"override /adapter": "grun"} in body["defaults"]
+        assert body["adapter"] == {"rank": 4} and {"override /adapter": "grun"} in body["defaults"]
     assert "selection: highest forget_quality among complete trials" in r.stdout
-    assert "trial 1 failed: adapter.layers=[9]" in r.stdout
-    assert json.loads((sweep / "sweep.json").read_text())["overrides"][-1] == "adapter.layers=[2,3],[9]"
+    assert "trial 1 failed: adapter.rank=200" in r.stdout
+    assert json.loads((sweep / "sweep.json").read_text())["overrides"][-1] == "adapter.rank=4,200"
     # W&B: one run per trial (job_type trial) in the sweep's group, and a summary run with the table
     (trial_run,) = (sweep / "0" / "wandb").glob("offline-run-*/*.wandb")
     assert b"sweep-grid" in trial_run.read_bytes() and b"trial" in trial_run.read_bytes()
@@ -142,13 +144,13 @@ def test_submitit_local_executor_with_all_trials_failing(clean_env: dict[str, st
     """Slurm's launcher path (submitit) with its local executor; every trial fails, the sweep
     still ends cleanly with a best.json that says no trial was selected."""
     sweep = tmp_path / "sub"
-    r = grun("sweep", "sweep=optuna", *QUICK, "adapter.layers=choice([9],[8])", "hydra.sweeper.n_trials=2",
+    r = grun("sweep", "sweep=optuna", *QUICK, "adapter.rank=choice(200,300)", "hydra.sweeper.n_trials=2",
              "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}",
              env=clean_env)
     assert r.returncode == 0, r.stderr[-4000:]
     got = trials(sweep)
     assert [t["status"] for t in got] == ["failed", "failed"]
-    assert all("give distinct decoder blocks" in t["reason"] for t in got)
+    assert all("must be in 1..128" in t["reason"] for t in got)
     assert list((sweep / ".submitit").iterdir()), "submitit wrote no job folders"
     cell = json.loads((sweep / "best.json").read_text())["cells"]["npo/grun"]
     assert cell["selected"] is None and cell["reason"].startswith("no complete trial")
@@ -163,6 +165,8 @@ def test_submitit_local_executor_with_all_trials_failing(clean_env: dict[str, st
      "sampler=tpe optimises one objective"),
     (["sweep.objective.forget.direction=up"], "direction=up is not one of maximize, minimize"),
     (["eval.enabled=false"], "sweep.objective.forget reads forget_quality, which only the evaluation measures"),
+    (["adapter.layers=[2,3],[9]"], "adapter.layers=[9]: block [9] outside the model's decoder blocks 0..3"),
+    (["sweep=optuna", "train.lr=choice(1e-3,-1)"], "train.lr=-1: input should be greater than 0 (a value of the search space)"),
 ])
 def test_bad_sweep_settings_fail_before_anything_loads(clean_env: dict[str, str], tmp_path: Path,
                                                        args: list[str], message: str) -> None:
