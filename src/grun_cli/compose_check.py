@@ -53,7 +53,7 @@ def check_sweep(config_name: str, overrides: Sequence[str], command: str = "swee
     fixed = [o.input_line or f"{o.get_key_element()}={o.get_value_element_as_str()}"
              for o in parsed if not o.is_sweep_override()]
     trial = TRIAL_COMMAND.get(command, command)
-    cfg = check_composition(config_name, fixed, command)
+    cfg = _compose(config_name, fixed, command)
     check_settings(cfg, trial)
     params = cfg.hydra.sweeper.get("params") if "sweeper" in cfg.hydra else None
     params = OmegaConf.to_container(params, resolve=False) if OmegaConf.is_config(params) else {}

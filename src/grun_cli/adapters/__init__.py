@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from grun_cli.adapters.base import KINDS, Adapter, read_adapter_config
-from grun_cli.errors import GrunError
 from grun_cli.registry import Registry
 
 #: each adapter's class, imported when used (peft and pyreft load only for their adapter)
@@ -31,11 +30,8 @@ def load_adapter(model: Any, directory: str | Path, trainable: bool = False) -> 
     For ``full`` the folder holds the whole fine-tuned model: pass that model itself.
     """
     directory = Path(directory)
-    saved = read_adapter_config(directory)
-    kind = saved["kind"]
-    if kind not in ADAPTERS:
-        raise GrunError(f"{directory}: unknown adapter kind '{kind}'")
-    return ADAPTERS.get(kind).from_saved(model, saved, directory, trainable)
+    saved = read_adapter_config(directory)  # refuses a kind not in KINDS (= ADAPTERS' names)
+    return ADAPTERS.get(saved["kind"]).from_saved(model, saved, directory, trainable)
 
 
 __all__ = ["ADAPTERS", "Adapter", "KINDS", "load_adapter", "make_adapter"]

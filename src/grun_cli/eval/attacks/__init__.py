@@ -100,7 +100,8 @@ def make_attacks(names: Sequence[str] | None, settings: Mapping[str, Any] | None
     if len(set(names)) != len(names):
         raise GrunError(f"eval.attacks={names} names an attack twice; list each once")
     settings = dict(settings or {})
-    return [ATTACKS.get(n)(settings.get(ATTACKS.get(n).settings_key or n)) for n in names]
+    classes = [ATTACKS.get(n) for n in names]
+    return [cls(settings.get(cls.settings_key or n)) for cls, n in zip(classes, names, strict=True)]
 
 
 def problems(names: Sequence[str] | None, settings: Mapping[str, Any] | None, evaluation: str,
