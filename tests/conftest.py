@@ -25,7 +25,14 @@ def pytest_configure(config: pytest.Config) -> None:
     """Share the cores among pytest-xdist's workers: torch's default (one thread per core) in
     every worker, and in every `grun` it starts, oversubscribes the CPU, and oversubscribed
     OpenMP threads spin against each other (an eval ran 5-10x slower that way on 2 cores).
-    An OMP_NUM_THREADS the user set wins."""
+    An OMP_NUM_THREADS the user set wins.
+
+    pytest-xdist's controller runs no test and must set nothing: its workers inherit its
+    environment, and a value it set (one thread per core, as for a run without workers) would
+    read as the user's in every worker. That doubled every test's time on 2 cores until
+    December 2026 (2 workers x 2 threads)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ and getattr(config.option, "numprocesses", None):
+        return
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // workers))
     os.environ["OMP_NUM_THREADS"] = threads
@@ -40,7 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
 #: ones start first and the workers finish together instead of one idling while the other runs
 #: the last long file (xdist's own order, by number of tests, put them last).
 LONGEST_FIRST = ("test_sequence_cli.py", "test_resume.py", "test_wmdp_cli.py", "test_sweep_cli.py",
-                 "test_eval_cli.py", "test_smollm2.py", "test_precision.py", "test_cli.py", "test_distributed.py",
+                 "test_eval_cli.py", "test_smollm2.py", "test_cli.py", "test_distributed.py",
                  "test_report.py", "test_repro.py", "test_unlearn_cli.py", "test_attacks.py", "test_target_plan.py",
                  "test_run_integrity.py", "test_unlearn_steps.py", "test_interrupts.py")
 

@@ -3,7 +3,7 @@
 bfloat16 has 8 bits of mantissa: at |w| ~ 0.02 one ulp is ~1.2e-4, so an AdamW update of ~lr =
 1e-5 applied to a bfloat16 parameter rounds to no change (measured on SmolLM2-135M: 16 TOFU rows,
 12 steps at lr 1e-5 moved 1.95% of the weights in bfloat16, all of them in float32;
-tests/test_precision.py). ``train.master_weights``:
+tests/test_smollm2.py, its precision test). ``train.master_weights``:
 
 - ``fp32`` (default): the trainable parameters of a bfloat16 / float16 model are kept in float32
   for training (weights, gradients and AdamW states in float32: 16 bytes per trainable
