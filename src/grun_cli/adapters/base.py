@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from grun_cli.errors import GrunError
+from grun_cli.integrity import digests, read_json, verify
 
 CONFIG_FILE = "grun_adapter.json"
 
@@ -229,7 +230,6 @@ class Adapter(ABC):
     def save(self, directory: Path, base: Mapping[str, Any]) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        from grun_cli.integrity import digests
 
         self.save_weights(directory)
         files = digests(directory, [f for f in directory.rglob("*") if f.is_file() and f.name != CONFIG_FILE])
@@ -240,8 +240,6 @@ class Adapter(ABC):
 
 def read_adapter_config(directory: Path) -> dict[str, Any]:
     """The adapter's config, its weight files checked against their checksums."""
-    from grun_cli.integrity import read_json, verify
-
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise GrunError(f"{directory} holds no grun adapter ({CONFIG_FILE} missing); "

@@ -6,7 +6,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from grun_cli.eval.tofu_metrics import roc_auc
 from grun_cli.inference import inference_mode
+from grun_cli.io_utils import atomic_write_json
 from grun_cli.models.template import PromptTemplate
 
 #: Per-prompt gate values in a run folder, for `grun report`'s distributions:
@@ -56,8 +58,6 @@ def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
     ``prompt_ids`` maps a row to its tokenized prompt (default: the question in the template;
     text corpora pass the text up to its cut). ``save_to``: a run folder that also gets the
     per-prompt values as GATES.json, since means and an AUC hide how the gate splits."""
-    from grun_cli.eval.tofu_metrics import roc_auc
-
     if prompt_ids is None:
         def prompt_ids(row: dict[str, Any]) -> list[int]:
             return template.prompt_ids(tokenizer, row["question"])
@@ -66,7 +66,6 @@ def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
     if not values or any(v is None for v in values.values()):  # no gate, or no prompts (probe.max_rows=0)
         return {}
     if save_to is not None:
-        from grun_cli.io_utils import atomic_write_json
 
         atomic_write_json(Path(save_to) / GATES_FILE, {"layers": list(adapter.layers),
                                                        "sets": {k: g.tolist() for k, g in values.items()}})

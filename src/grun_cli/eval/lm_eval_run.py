@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from grun_cli.data.mcq_files import default_file
 from grun_cli.errors import GrunError, first_line
+from grun_cli.eval.lm_harness import GrunLM
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,6 @@ def use_local(source: str, data_dir: str | None) -> bool:
 def resolve_tasks(tasks: list[str], source: str, files: Mapping[str, str] | None,
                   data_dir: str | None) -> tuple[list[Any], dict[str, str], dict[str, str]]:
     """(task specs for lm-eval, lm-eval name -> requested name, requested name -> where from)."""
-    from grun_cli.data.mcq_files import default_file
-
     if not tasks:
         raise GrunError("eval.tasks is empty; name lm-eval tasks, e.g. eval.tasks=[wmdp_bio,mmlu]")
     files = {k: str(v) for k, v in dict(files or {}).items() if v}
@@ -93,8 +93,6 @@ def local_task_config(task: str, path: Path) -> dict[str, Any]:
 
 def make_lm(model: Any, tokenizer: Any, adapter: Any, *, batch_size: Any, add_bos: bool,
             max_length: int | None = None) -> Any:
-    from grun_cli.eval.lm_harness import GrunLM
-
     return GrunLM(pretrained=model, tokenizer=tokenizer, adapter=adapter, batch_size=batch_size,
                   add_bos=add_bos, max_length=max_length)
 

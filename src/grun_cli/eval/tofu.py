@@ -15,7 +15,10 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from grun_cli.data.source import spread
+from grun_cli.errors import GrunError
 from grun_cli.eval import tofu_metrics as tm
+from grun_cli.eval.attacks import PromptAttack, make_attacks
 from grun_cli.models.template import PromptTemplate
 from grun_cli.scoring.generation import greedy_answers
 from grun_cli.scoring.likelihood import shared_prompt_avg_loss
@@ -32,11 +35,8 @@ EVAL_SETS = {"forget": "{forget}_perturbed", "retain": "retain_perturbed",
 
 
 def eval_sets(source: Any, max_rows: int | None = None) -> dict[str, list[Row]]:
-    from grun_cli.data.source import spread
-
     sets = {k: source.rows(v.format(forget=source.forget_split)) for k, v in EVAL_SETS.items()}
     if max_rows is not None and int(max_rows) <= 0:
-        from grun_cli.errors import GrunError
 
         raise GrunError(f"eval.max_rows={max_rows}: give a positive number, or null for every row")
     if max_rows:
@@ -67,10 +67,8 @@ class Evaluator:
         self.cfg, self.max_length = cfg, max_length
         self.style = str(cfg.get("truth_ratio", "tofu"))
         if self.style not in tm.TRUTH_RATIO_STYLES:
-            from grun_cli.errors import GrunError
 
             raise GrunError(f"eval.truth_ratio={self.style} is not one of {', '.join(tm.TRUTH_RATIO_STYLES)}")
-        from grun_cli.eval.attacks import PromptAttack, make_attacks
 
         attacks = make_attacks(cfg.get("attacks"), cfg.get("attack_settings"))
         self.prompt_attacks = [a for a in attacks if isinstance(a, PromptAttack)]
@@ -180,8 +178,6 @@ def check_reference_questions(questions: Mapping[str, str], reference: Mapping[s
     """Refuse a retain reference whose forget questions differ from ``questions``
     (``{row index: question}``) at the same indices, e.g. logs of another forget split.
     Needs the questions, which the reference's ROUGE entries carry."""
-    from grun_cli.errors import GrunError
-
     ref = (reference.get("forget_Q_A_ROUGE") or {}).get("value_by_index") or {}
     for idx, question in questions.items():
         other = ref.get(str(idx))
@@ -245,7 +241,6 @@ def group_summary(logs: Logs, reference: Mapping[str, Any] | None, groups: Mappi
         keys = [str(i) for i in indices]
         missing = [k for k in keys if k not in mine]
         if not keys or missing:
-            from grun_cli.errors import GrunError
 
             raise GrunError(f"forget group {name}: rows {missing[:5] or keys} are not in the evaluation's forget set")
         ratios = [mine[k] for k in keys]

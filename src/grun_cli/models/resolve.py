@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from grun_cli.config import config_dir
 from grun_cli.errors import GrunError
 from grun_cli.models.hub import PUBLISHED_LOGS_REPO, hub_reachable, in_local_cache
 from grun_cli.models.packaged import uses_packaged
@@ -69,8 +70,6 @@ class TargetPlan:
 def recipe_line(cfg: DictConfig) -> str | None:
     """The official recipe this cell composed (conf/model_recipe/<model>_<method>_<adapter>.yaml)
     and its values as the run has them (an override on the command line wins and shows)."""
-    from grun_cli.config import config_dir
-
     method, adapter = OmegaConf.select(cfg, "method.name"), OmegaConf.select(cfg, "adapter.kind")
     name = f"{cfg.model.name}_{method}_{adapter}"
     path = config_dir() / "model_recipe" / f"{name}.yaml"

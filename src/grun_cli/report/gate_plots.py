@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from grun_cli.eval.gates import GATES_FILE
 from grun_cli.report.collect import Row
 from grun_cli.report.figure import DPI, pyplot, save
 
@@ -19,8 +20,6 @@ SET_COLOURS = {"forget": "tab:red", "retain": "tab:blue", "ra": "tab:green", "wf
 
 
 def read_gates(folder: Path) -> dict[str, Any] | None:
-    from grun_cli.eval.gates import GATES_FILE
-
     path = folder / GATES_FILE
     if not path.is_file():
         return None

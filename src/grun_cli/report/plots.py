@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grun_cli.report.collect import Report, kind_of
+from grun_cli.report.collect import Report, from_sweep, kind_of
 from grun_cli.report.curves import training_curves
 from grun_cli.report.figure import DPI
 from grun_cli.report.gate_plots import gate_distributions
@@ -32,8 +32,6 @@ def make_plots(report: Report, out: Path, *, dpi: int = DPI) -> tuple[list[Path]
 
 def sweep_scatter(sweep_dir: Path, path: Path, *, dpi: int = DPI) -> Path | None:
     """The trade-off plot of a finished sweep directory, written to ``path`` (for `grun sweep`)."""
-    from grun_cli.report.collect import from_sweep
-
     report = from_sweep(Path(sweep_dir))
     objective = report.sweep.objective if report.sweep is not None else {}
     kind = kind_of({str(v.get("metric")): 0 for v in objective.values()}) if objective else report.kinds()[0]

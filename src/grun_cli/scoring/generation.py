@@ -7,6 +7,7 @@ from typing import Any
 
 from grun_cli.inference import inference_mode
 from grun_cli.models.template import PromptTemplate
+from grun_cli.scoring.likelihood import decoder_and_head, edit_context, left_pad
 
 
 def greedy_answers(
@@ -34,7 +35,6 @@ def greedy_answers(
     lengths in an evaluation) questions are ordered by them, else by prompt length."""
     from tqdm.auto import tqdm
 
-    from grun_cli.scoring.likelihood import decoder_and_head, edit_context, left_pad
 
     prompts = [template.prompt_ids(tokenizer, q) for q in questions]
     order = list(range(len(prompts)))
@@ -75,7 +75,6 @@ def _greedy(decoder: Any, head: Any, ids: Any, mask: Any, positions: Any, adapte
     ``pad`` after a row's eos."""
     import torch
 
-    from grun_cli.scoring.likelihood import edit_context
 
     rows, width = ids.shape
     tokens = torch.full((rows, max_new_tokens), pad, dtype=torch.long, device=ids.device)

@@ -16,6 +16,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from grun_cli.errors import GrunError
+from grun_cli.io_utils import atomic_write_json
+from grun_cli.sweep.export import write_selected
+from grun_cli.sweep.optuna_study import prepare
+from grun_cli.sweep.records import SWEEP_FILE, read_sweep, refresh_trials_file
+from grun_cli.sweep.references import ensure_references, reference_metrics, wanted
+from grun_cli.sweep.select import objectives
+from grun_cli.sweep.summary import best, check_select, console_table, log_to_wandb, write_best
 
 log = logging.getLogger("grun.sweep")
 
@@ -53,7 +60,6 @@ def _check_sweeper(config: DictConfig, sweep_dir: Path) -> None:
     sweeper = config.hydra.sweeper
     if not str(sweeper.get("_target_", "")).endswith("GrunOptunaSweeper"):
         return
-    from grun_cli.sweep.optuna_study import prepare
 
     settings = OmegaConf.to_container(sweeper, resolve=True)
     params = settings.pop("params", None) or {}
@@ -62,12 +68,6 @@ def _check_sweeper(config: DictConfig, sweep_dir: Path) -> None:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from grun_cli.io_utils import atomic_write_json
-        from grun_cli.sweep.records import SWEEP_FILE, read_sweep
-        from grun_cli.sweep.references import ensure_references, wanted
-        from grun_cli.sweep.select import objectives
-        from grun_cli.sweep.summary import check_select
-
         sweep_dir = Path(str(config.hydra.sweep.dir))
         job = _job_config(config)
         try:
@@ -103,15 +103,10 @@ def write_selection(sweep_dir: Path, job: DictConfig, trials: list[dict[str, Any
     """best.json from the trials so far, and selected/<cell>.yaml (the ready experiment
     configs); ``finished`` is false while the sweep still runs (each trial rewrites it), so a
     killed sweep's selection is there but says it is partial."""
-    from grun_cli.sweep.references import reference_metrics
-    from grun_cli.sweep.select import objectives
-    from grun_cli.sweep.summary import best, write_best
-
     objective = objectives(job.sweep.objective)
     content = best(trials, objective, job.select, reference_metrics(Path(sweep_dir) / "references" / "target") or None)
     content["finished"] = finished
     path = write_best(sweep_dir, content)
-    from grun_cli.sweep.export import write_selected
 
     write_selected(sweep_dir, content, trials)
     return content, path
@@ -119,9 +114,6 @@ def write_selection(sweep_dir: Path, job: DictConfig, trials: list[dict[str, Any
 
 def finish_sweep(sweep_dir: Path, job: DictConfig, echo: bool = True) -> dict[str, Any]:
     """Rebuild trials.jsonl, write best.json (and the scatter), print the table, log to W&B."""
-    from grun_cli.sweep.records import refresh_trials_file
-    from grun_cli.sweep.summary import console_table, log_to_wandb
-
     trials = refresh_trials_file(sweep_dir)
     content, path = write_selection(sweep_dir, job, trials, finished=True)
     try:

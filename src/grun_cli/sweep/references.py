@@ -14,7 +14,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from grun_cli.data import make_source
+from grun_cli.errors import GrunError
+from grun_cli.eval.reference import _eval_key, read_logs
+from grun_cli.eval.run import check_evaluation, run_evaluation
+from grun_cli.eval.tofu import summarise
 from grun_cli.io_utils import atomic_dir
+from grun_cli.models.loading import load_model
+from grun_cli.models.target import ensure_finetuned, ensure_target
 from grun_cli.train.run_card import record_run
 
 log = logging.getLogger(__name__)
@@ -28,11 +35,6 @@ def _cached(folder: Path) -> bool:
 
 def evaluate_target(cfg: DictConfig, out: Path) -> None:
     """`grun eval`'s evaluation of the run's target model into the folder ``out``."""
-    from grun_cli.data import make_source
-    from grun_cli.eval.run import check_evaluation, run_evaluation
-    from grun_cli.models.loading import load_model
-    from grun_cli.models.target import ensure_target
-
     started = time.time()
     source = make_source(cfg.data, data_root=cfg.paths.data_dir)
     check_evaluation(cfg, source)
@@ -49,9 +51,6 @@ def evaluate_target(cfg: DictConfig, out: Path) -> None:
 def retain_from_logs(cfg: DictConfig, target_dir: Path, out: Path) -> bool:
     """The tiny retain model's row, from the per-sample logs the target's forget quality was
     measured against (the retain model compared with itself: forget quality 1)."""
-    from grun_cli.eval.reference import read_logs
-    from grun_cli.eval.tofu import summarise
-
     ref = json.loads((target_dir / "metrics.json").read_text()).get("forget_quality_reference")
     if not ref or ref == "none" or not Path(ref).is_file():
         return False
@@ -66,8 +65,6 @@ def retain_from_logs(cfg: DictConfig, target_dir: Path, out: Path) -> bool:
 def adopt_target(given: str | Path, target: Path) -> None:
     """``select.target``: a `grun eval` run folder of the target model, measured elsewhere
     (e.g. on a GPU node before a Slurm sweep), copied in as the sweep's target reference."""
-    from grun_cli.errors import GrunError
-
     src = Path(given).expanduser()
     if not (src / "metrics.json").is_file() or not (src / "run_card.json").is_file():
         raise GrunError(f"select.target={given}: not a completed `grun eval` run folder (no metrics.json / "
@@ -95,8 +92,6 @@ def wanted(cfg: DictConfig, launcher_target: str) -> bool:
 def ensure_references(cfg: DictConfig, sweep_dir: Path) -> dict[str, Path]:
     """``{role: eval run folder}`` for the target (and, for the tiny TOFU model, the retain
     model) in ``<sweep>/references``; reused when present, cached across sweeps for tiny."""
-    from grun_cli.eval.reference import _eval_key
-
     refs = Path(sweep_dir) / REFERENCES
     target = refs / "target"
     if cfg.get("select", {}).get("target"):
@@ -104,7 +99,6 @@ def ensure_references(cfg: DictConfig, sweep_dir: Path) -> dict[str, Path]:
     if not _cached(target):
         cache = None
         if cfg.model.name == "tiny" and not cfg.model.get("name_or_path"):
-            from grun_cli.models.target import ensure_finetuned
 
             cache = ensure_finetuned(cfg, "full") / f"sweep-reference-{_eval_key(cfg)}"
         if cache is not None and _cached(cache):

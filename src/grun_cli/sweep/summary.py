@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_json
 from grun_cli.sweep.records import BEST_FILE, cell
 from grun_cli.sweep.select import (
@@ -18,6 +19,7 @@ from grun_cli.sweep.select import (
     select_best,
     utility_bar,
 )
+from grun_cli.train.tracking import start_tracking
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,6 @@ RULES = ("utility_bar", "pareto")
 
 
 def check_select(select: Mapping[str, Any]) -> tuple[str, float]:
-    from grun_cli.errors import GrunError
-
     rule = str(select.get("rule", "utility_bar"))
     if rule not in RULES:
         raise GrunError(f"select.rule={rule} is not one of {', '.join(RULES)}")
@@ -114,8 +114,6 @@ def console_table(trials: Sequence[Mapping[str, Any]], content: Mapping[str, Any
 def log_to_wandb(logger_cfg: Mapping[str, Any], sweep_dir: Path, config: Mapping[str, Any],
                  trials: Sequence[Mapping[str, Any]], content: Mapping[str, Any]) -> None:
     """One summary run in the sweep's W&B group: the trials table, the scatter, best.json."""
-    from grun_cli.train.tracking import start_tracking
-
     group = logger_cfg.get("group") or f"sweep-{Path(sweep_dir).name}"
     tracker = start_tracking({**logger_cfg, "group": group, "job_type": "sweep"}, Path(sweep_dir), config,
                              job_type="sweep", name=f"{group}-summary")

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grun_cli.inference import inference_mode
+from grun_cli.logprobs import sequence_nll
+from grun_cli.scoring.likelihood import pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,6 @@ def _batches(features: Sequence[dict[str, Any]], size: int) -> Any:
 def _nll_values(features: Sequence[dict[str, Any]], adapter: Any, pad_id: int, batch_size: int,
                 device: Any, progress: Callable[[str, int], Any]) -> None:
     """``feature[REF_NLL]``: the starting model's summed label NLL of each feature."""
-    from grun_cli.logprobs import sequence_nll
-    from grun_cli.scoring.likelihood import pad_batch
-
     bar = progress("reference: log-likelihoods", len(features))
     for chunk in _batches(features, batch_size):
         batch = {k: v.to(device) for k, v in pad_batch(chunk, pad_id).items()}
@@ -78,8 +77,6 @@ def _hidden_values(features: Sequence[dict[str, Any]], adapter: Any, layer: int,
                    key: str = REF_HIDDEN, desc: str = "reference") -> None:
     """``feature[key]``: the starting model's block-``layer`` output at each real token
     (tokens x hidden, in the model's dtype, on the host)."""
-    from grun_cli.scoring.likelihood import pad_batch
-
     bar = progress(f"{desc}: block {layer} activations", len(features))
     for chunk in _batches(features, batch_size):
         batch = {k: v.to(device) for k, v in pad_batch(chunk, pad_id).items()}

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import TrainerCallback
 
+from grun_cli.eval.run import run_evaluation
 from grun_cli.inference import inference_mode
 from grun_cli.io_utils import atomic_write_json
 
@@ -45,7 +46,6 @@ class StepEvaluation(TrainerCallback):
             return
         if step >= int(state.max_steps):  # the run's own evaluation covers the last step
             return
-        from grun_cli.eval.run import run_evaluation
 
         folder = self.out / STEPS_DIR / str(step)
         folder.mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,11 @@ import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from grun_cli.data.source import spread
 from grun_cli.errors import GrunError
 from grun_cli.eval.attacks import AttackTarget, ModelAttack, register
 from grun_cli.eval.attacks.quantize import base_linears
+from grun_cli.scoring.likelihood import pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +96,6 @@ class Relearn(ModelAttack):
 
     def rows(self, target: AttackTarget) -> list[dict[str, Any]]:
         """The relearning rows: a ``fraction`` of the chosen data, spread over authors / corpora."""
-        from grun_cli.data.source import spread
-
         source, data = target.source, self.settings["data"]
         if data == "paraphrased":
             rows = [{**r, "answer": r["paraphrased_answer"]}
@@ -109,7 +109,6 @@ class Relearn(ModelAttack):
     def applied(self, target: AttackTarget) -> Iterator[None]:
         import torch
 
-        from grun_cli.scoring.likelihood import pad_batch
 
         s = self.settings
         model, adapter = target.model, target.adapter

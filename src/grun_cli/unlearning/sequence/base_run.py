@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grun_cli.adapters import load_adapter
 from grun_cli.data.splits import forget_percent
 from grun_cli.errors import GrunError
+from grun_cli.train.run_card import read_run_card
 from grun_cli.unlearning.sequence.requests import Request, source_authors
 
 #: Settings the new request must share with the earlier run (the model it edits, the data its
@@ -39,8 +41,6 @@ class BaseRun:
 
     @classmethod
     def read(cls, path: str | Path) -> BaseRun:
-        from grun_cli.train.run_card import read_run_card
-
         path = Path(str(path)).expanduser()
         try:
             card = read_run_card(path, "unlearn")
@@ -139,8 +139,6 @@ def load_model_state(s: Any, folder: Path, kind: str) -> Any:
     stacks them under a new edit), LoRA's weights (trainable, going on), full fine-tuning's
     weights copied into the base model (returns None: the next request makes its adapter as
     usual)."""
-    from grun_cli.adapters import load_adapter
-
     if kind == "full":
         load_full_weights(s.loaded.model, folder)
         return None

@@ -25,10 +25,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from grun_cli import distributed
+from grun_cli.adapters import make_adapter
+from grun_cli.adapters.base import base_fingerprint
 from grun_cli.data.source import fingerprint
 from grun_cli.errors import GrunError
+from grun_cli.eval.run import run_evaluation
 from grun_cli.io_utils import atomic_write_json, atomic_write_text
 from grun_cli.runtime import plain_config, seed_everything
+from grun_cli.scoring.text_nll import corpus_nll
+from grun_cli.train.checkpoints import drop_checkpoints, train
+from grun_cli.train.precision import keep_updates
 from grun_cli.train.run_card import record_run
 from grun_cli.train.tracking import start_tracking
 from grun_cli.unlearning.sequence.base_run import BaseRun
@@ -41,7 +48,8 @@ from grun_cli.unlearning.sequence.requests import (
     request_rows,
     union_split,
 )
-from grun_cli.unlearning.sequence.resume import SEQUENCE_FILE, request_folder
+from grun_cli.unlearning.sequence.resume import SEQUENCE_FILE, request_folder, resumed
+from grun_cli.unlearning.setup import prepare_caches, setup
 
 log = logging.getLogger("grun.sequence")
 
@@ -52,10 +60,6 @@ LINE_KEYS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_R
 
 
 def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    from grun_cli import distributed
-    from grun_cli.adapters.base import base_fingerprint
-    from grun_cli.unlearning.setup import setup
-
     if distributed.world_size() > 1:
         raise GrunError("sequence=... runs in one process (each request trains, then evaluates); start it "
                         "without accelerate launch")
@@ -74,7 +78,6 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
     lines: list[dict[str, Any]] = []
     checkpoint = None
     if cfg.get("resume"):  # (base_run= is refused with resume=: it is one request)
-        from grun_cli.unlearning.sequence.resume import resumed
 
         requests = plan(cfg.sequence, s.source)
         lines, adapter, checkpoint = resumed(s, out, requests)
@@ -134,10 +137,6 @@ def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], 
     """Train (from ``checkpoint`` when a resumed sequence stopped during this request's
     training) and evaluate one request; returns the adapter (the next request builds on it) and
     its sequence.jsonl line."""
-    from grun_cli.train.checkpoints import drop_checkpoints, train
-    from grun_cli.train.precision import keep_updates
-    from grun_cli.unlearning.setup import prepare_caches
-
     cfg = s.cfg
     started = time.time()
     folder = request_folder(out, request.number)
@@ -187,8 +186,6 @@ def protocol(cfg: Any) -> str:
 def next_adapter(s: Any, previous: Any, info: dict[str, Any]) -> Any:
     """The adapter the next request trains: GRUN, a fresh gated edit over the earlier ones
     (frozen); LoRA and full, the same weights trained further."""
-    from grun_cli.adapters import make_adapter
-
     cfg = s.cfg
     adapter_cfg = cfg.adapter
     if protocol(cfg) == "official":  # the edits combined as the release's MultipleGate does
@@ -215,7 +212,6 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
         return _evaluate_text(s, adapter, folder, done)
     groups = author_groups([(r.number, r.authors) for r in done])
     if cfg.eval.enabled:
-        from grun_cli.eval.run import run_evaluation
 
         return run_evaluation(cfg, folder, model=adapter.model, tokenizer=s.tokenizer, source=s.source,
                               adapter=adapter, text_nll=False, forget_groups=groups)
@@ -231,13 +227,10 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
 def _evaluate_text(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[str, Any]:
     """Text data: the held-out NLL of each finished request's corpora and of all of them, then the
     evaluation (lm-eval tasks, held-out NLL, gates) or, without it, the held-out NLL alone."""
-    from grun_cli.scoring.text_nll import corpus_nll
-
     cfg = s.cfg
     metrics = corpus_nll(adapter.model, s.tokenizer, s.template, s.source, corpus_groups(done), s.max_length,
                          batch_size=int(cfg.probe.batch_size), adapter=adapter)
     if cfg.eval.enabled:
-        from grun_cli.eval.run import run_evaluation
 
         folder.mkdir(parents=True, exist_ok=True)
         metrics.update(run_evaluation(cfg, folder, model=adapter.model, tokenizer=s.tokenizer, source=s.source,
