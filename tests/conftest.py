@@ -46,10 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
 #: loadfile --no-loadscope-reorder`, the Makefile's) hands files out in this order, so the long
 #: ones start first and the workers finish together instead of one idling while the other runs
 #: the last long file (xdist's own order, by number of tests, put them last).
-LONGEST_FIRST = ("test_sequence_cli.py", "test_resume.py", "test_wmdp_cli.py", "test_sweep_cli.py",
-                 "test_eval_cli.py", "test_smollm2.py", "test_cli.py", "test_distributed.py",
-                 "test_report.py", "test_repro.py", "test_unlearn_cli.py", "test_attacks.py", "test_target_plan.py",
-                 "test_run_integrity.py", "test_unlearn_steps.py", "test_interrupts.py")
+LONGEST_FIRST = ("test_smollm2.py", "test_resume.py", "test_sequence_cli.py", "test_distributed.py",
+                 "test_wmdp_cli.py", "test_repro.py", "test_sweep_cli.py", "test_cli.py", "test_eval_cli.py",
+                 "test_unlearn_cli.py", "test_report.py", "test_attacks.py", "test_unlearn_steps.py",
+                 "test_target_plan.py", "test_run_integrity.py", "test_interrupts.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
