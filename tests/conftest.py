@@ -116,11 +116,18 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def cli_env(cache_dir: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses: this one without GRUN_DATA_DIR (a test that wants the
+    real data sets it), the shared model cache, W&B off."""
+    env = {k: v for k, v in os.environ.items() if k != "GRUN_DATA_DIR"}
+    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
 @pytest.fixture
 def clean_env(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment for CLI subprocesses: no GRUN_DATA_DIR unless a test sets it, W&B off."""
-    env = {k: v for k, v in os.environ.items() if k != "GRUN_DATA_DIR"}
-    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    env = cli_env(cache_dir)
     monkeypatch.delenv("GRUN_DATA_DIR", raising=False)
     return env
 
@@ -163,8 +170,7 @@ GOOD_TARGET = 'target.overrides=["train.max_steps=200","extra_splits=[]","check.
 def grun_gd_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """One real `grun unlearn` (GRUN + GD, TOFU evaluation at the end) shared by tests."""
     out = tmp_path_factory.mktemp("grun-gd-run")
-    env = {k: v for k, v in os.environ.items() if k != "GRUN_DATA_DIR"}
-    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    env = cli_env(cache_dir)
     r = grun("unlearn", "method=gd", "adapter=grun", *SMALL_DATA, "probe.max_rows=100", GOOD_TARGET,
              "train.epochs=60", "train.lr=1e-2", f"hydra.run.dir={out}", env=env)
     assert r.returncode == 0, r.stderr[-4000:]

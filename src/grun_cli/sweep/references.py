@@ -99,7 +99,6 @@ def ensure_references(cfg: DictConfig, sweep_dir: Path) -> dict[str, Path]:
     if not _cached(target):
         cache = None
         if cfg.model.name == "tiny" and not cfg.model.get("name_or_path"):
-
             cache = ensure_finetuned(cfg, "full") / f"sweep-reference-{_eval_key(cfg)}"
         if cache is not None and _cached(cache):
             log.info("target model's evaluation: reusing %s", cache)

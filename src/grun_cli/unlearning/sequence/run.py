@@ -78,7 +78,6 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
     lines: list[dict[str, Any]] = []
     checkpoint = None
     if cfg.get("resume"):  # (base_run= is refused with resume=: it is one request)
-
         requests = plan(cfg.sequence, s.source)
         lines, adapter, checkpoint = resumed(s, out, requests)
         log.info("resume=%s: %d of %d requests finished%s", out, len(lines), len(requests),
@@ -212,7 +211,6 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
         return _evaluate_text(s, adapter, folder, done)
     groups = author_groups([(r.number, r.authors) for r in done])
     if cfg.eval.enabled:
-
         return run_evaluation(cfg, folder, model=adapter.model, tokenizer=s.tokenizer, source=s.source,
                               adapter=adapter, text_nll=False, forget_groups=groups)
     metrics: dict[str, Any] = {}
@@ -231,7 +229,6 @@ def _evaluate_text(s: Any, adapter: Any, folder: Path, done: list[Request]) -> d
     metrics = corpus_nll(adapter.model, s.tokenizer, s.template, s.source, corpus_groups(done), s.max_length,
                          batch_size=int(cfg.probe.batch_size), adapter=adapter)
     if cfg.eval.enabled:
-
         folder.mkdir(parents=True, exist_ok=True)
         metrics.update(run_evaluation(cfg, folder, model=adapter.model, tokenizer=s.tokenizer, source=s.source,
                                       adapter=adapter))
