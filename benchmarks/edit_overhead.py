@@ -25,14 +25,14 @@ def measure(args: argparse.Namespace, arch: str) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from grun_cli.adapters import make_adapter
+    from grun_cli.settings_check import group_settings
 
     torch.manual_seed(0)
     device = torch.device(args.device)
     config = LlamaConfig(**ARCHS[arch], max_position_embeddings=args.prompt + args.new_tokens + 8)
     with torch.device(device):
         model = LlamaForCausalLM(config).to(getattr(torch, args.dtype)).eval()
-    adapter = make_adapter(model, {"kind": "grun", "rank": 4, "gate": "mlp", "gate_weight": 10.0,
-                                   "dtype": "float32"})
+    adapter = make_adapter(model, group_settings("adapter", {"kind": "grun", "gate": "mlp"}))
     ids = torch.randint(3, config.vocab_size, (args.batch, args.prompt), device=device)
     mask = torch.ones_like(ids)
     full = torch.randint(3, config.vocab_size, (args.batch, args.prompt + args.new_tokens), device=device)

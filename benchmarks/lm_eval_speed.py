@@ -39,6 +39,7 @@ def main() -> None:
     from grun_cli.eval.lm_eval_run import make_lm, run_tasks
     from grun_cli.models.loading import load_model, resolve_device
     from grun_cli.models.target import ensure_target
+    from grun_cli.settings_check import read_settings
 
     data_dir = os.environ.get("GRUN_DATA_DIR")
     if args.run:
@@ -53,7 +54,7 @@ def main() -> None:
             source = make_source(cfg.data, data_root=cfg.paths.data_dir)
             loaded = load_model(ensure_target(cfg), source.tokenizer_corpus, cfg.paths.cache_dir)
         model, tokenizer, add_bos = loaded.model, loaded.tokenizer, True
-        adapter = make_adapter(model, cfg.adapter, model_layers=cfg.model.grun_layers)
+        adapter = make_adapter(model, read_settings(cfg, "unlearn").adapter, model_layers=cfg.model.grun_layers)
     device = resolve_device(args.device)
     torch.set_grad_enabled(False)
     eval_cfg = {"tasks": args.tasks.split(","), "limit": args.limit, "task_source": "local" if data_dir else "auto"}

@@ -48,6 +48,7 @@ ARCHS = {
     "mistral-7b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
                        intermediate_size=14336, vocab_size=32000),
 }
+#: what each adapter sets over its shipped defaults (conf/adapter/<kind>.yaml)
 ADAPTERS = {
     "full": {"kind": "full"},
     "lora": {"kind": "lora", "rank": 4, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
@@ -65,6 +66,7 @@ def child(args: argparse.Namespace) -> dict:
 
     from grun_cli.adapters import make_adapter
     from grun_cli.methods import make_method
+    from grun_cli.settings_check import group_settings
     from grun_cli.train.unlearn_trainer import AdapterAccess
 
     torch.manual_seed(0)
@@ -80,8 +82,8 @@ def child(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     base_rss = rss_mb()
     kind, _, reference = args.adapter.partition("/")
-    adapter = make_adapter(model, ADAPTERS[kind])
-    method = make_method({"name": args.method})
+    adapter = make_adapter(model, group_settings("adapter", ADAPTERS[kind]))
+    method = make_method(group_settings("method", {"name": args.method}))
     cached = reference == "cached"
     adapter.prepare(method.needs_reference and not cached)  # cached: no frozen copy for full
     opt = torch.optim.AdamW(adapter.param_groups(0.0), lr=1e-5)
@@ -162,11 +164,12 @@ def count(arch: str, adapter: str) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from grun_cli.adapters import make_adapter
+    from grun_cli.settings_check import group_settings
 
     with torch.device("meta"):
         model = LlamaForCausalLM(LlamaConfig(**ARCHS[arch]))
     # the adapter's own modules are built on the CPU (pyreft's orthogonal init needs values)
-    info = make_adapter(model, ADAPTERS[adapter]).describe()  # GRUN: the paper's blocks by default
+    info = make_adapter(model, group_settings("adapter", ADAPTERS[adapter])).describe()  # GRUN: the paper's blocks by default
     return {"adapter": adapter, "trainable": info["trainable_parameters"], "trainable_pct": info["trainable_percent"]}
 
 

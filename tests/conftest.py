@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,25 @@ needs_shared_tofu = pytest.mark.skipif(
     SHARED_DATA is None,
     reason="real TOFU copy not found (set GRUN_DATA_DIR or place it at ../shared/data/tofu)",
 )
+
+
+def new_adapter(model: Any, values: Any, model_layers: Any = None) -> Any:
+    """``make_adapter`` with ``values`` over the adapter's shipped defaults (settings_check.group_settings)."""
+    from omegaconf import OmegaConf
+
+    from grun_cli.adapters import make_adapter
+    from grun_cli.settings_check import group_settings
+
+    values = OmegaConf.to_container(values, resolve=True) if OmegaConf.is_config(values) else values
+    return make_adapter(model, group_settings("adapter", values), model_layers=model_layers)
+
+
+def new_method(values: Any) -> Any:
+    """``make_method`` with ``values`` over the method's shipped defaults (settings_check.group_settings)."""
+    from grun_cli.methods import make_method
+    from grun_cli.settings_check import group_settings
+
+    return make_method(group_settings("method", values))
 
 
 def _composer(primary: str) -> Iterator:

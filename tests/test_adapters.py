@@ -12,9 +12,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from grun_cli.adapters import load_adapter, make_adapter
+from grun_cli.adapters import load_adapter
 from grun_cli.adapters.base import base_fingerprint
 from grun_cli.errors import GrunError
+
+from conftest import new_adapter, new_method
 
 GRUN = {"kind": "grun", "layers": [1, 2], "rank": 4, "gate": "linear", "gate_weight": 10.0}
 LORA = {"kind": "lora", "rank": 4, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
@@ -59,7 +61,7 @@ def logits(model, adapter=None, positions=POS):
 
 
 def test_gate_bce_golden(tiny) -> None:
-    adapter = make_adapter(fresh(tiny), GRUN)
+    adapter = new_adapter(fresh(tiny), GRUN)
     adapter.gate_records = [("forget", torch.tensor([[0.8], [0.5]])), ("retain", torch.tensor([[0.2], [0.5]]))]
     out = adapter.aux_loss({}, forward=None)
     bce = (2 * -math.log(0.8) + 2 * -math.log(0.5)) / 4  # forget labels 1, retain labels 0
@@ -70,7 +72,7 @@ def test_gate_bce_golden(tiny) -> None:
 
 
 def test_gate_loss_runs_a_retain_forward_when_the_method_did_not(tiny) -> None:
-    adapter = make_adapter(fresh(tiny), GRUN)
+    adapter = new_adapter(fresh(tiny), GRUN)
     calls = []
 
     def forward(inputs, role):
@@ -88,7 +90,7 @@ def test_gate_loss_runs_a_retain_forward_when_the_method_did_not(tiny) -> None:
 def test_edit_changes_only_at_and_after_the_edit_position(tiny) -> None:
     model = fresh(tiny)
     plain = logits(model)
-    adapter = make_adapter(model, GRUN)
+    adapter = new_adapter(model, GRUN)
     perturb(adapter)
     edited = logits(model, adapter)
     diff = (edited - plain).abs().amax(-1)
@@ -101,7 +103,7 @@ def test_edit_off_equals_plain_model(tiny) -> None:
     for cfg in (GRUN, LORA):
         model = fresh(tiny)
         plain = logits(model)
-        adapter = make_adapter(model, cfg)
+        adapter = new_adapter(model, cfg)
         perturb(adapter)
         assert not torch.equal(logits(model, adapter), plain)
         with adapter.disabled():
@@ -110,7 +112,7 @@ def test_edit_off_equals_plain_model(tiny) -> None:
     # the full adapter's reference is a frozen copy of the starting weights
     model = fresh(tiny)
     plain = logits(model)
-    adapter = make_adapter(model, FULL)
+    adapter = new_adapter(model, FULL)
     adapter.prepare(needs_reference=True)
     perturb(adapter)
     assert not torch.equal(logits(model), plain)
@@ -121,7 +123,7 @@ def test_edit_off_equals_plain_model(tiny) -> None:
 def test_save_load_round_trip_is_exact(tiny, cfg, tmp_path: Path) -> None:
     model = fresh(tiny)
     base = {"source": "tiny", "fingerprint": base_fingerprint(model)}
-    adapter = make_adapter(model, OmegaConf.create({**cfg, "gate_negatives": ["a prompt"]}))  # as Hydra hands it
+    adapter = new_adapter(model, OmegaConf.create({**cfg, "gate_negatives": ["a prompt"]}))  # as Hydra hands it
     perturb(adapter)
     trained = logits(model, adapter)
     adapter.save(tmp_path, base)
@@ -146,7 +148,7 @@ def test_save_load_round_trip_is_exact(tiny, cfg, tmp_path: Path) -> None:
 def test_loading_onto_another_base_is_refused(tiny, tmp_path: Path) -> None:
     for cfg in (GRUN, LORA):
         model = fresh(tiny)
-        adapter = make_adapter(model, cfg)
+        adapter = new_adapter(model, cfg)
         adapter.save(tmp_path / cfg["kind"], {"source": "tiny-a", "fingerprint": base_fingerprint(fresh(tiny))})
         with pytest.raises(GrunError, match="trained on base model tiny-a"):
             load_adapter(fresh(tiny, seed=5), tmp_path / cfg["kind"])
@@ -154,20 +156,20 @@ def test_loading_onto_another_base_is_refused(tiny, tmp_path: Path) -> None:
 
 def test_bad_adapter_options(tiny) -> None:
     with pytest.raises(GrunError, match=r"adapter.layers=\[7\]: give distinct decoder blocks among 0..3"):
-        make_adapter(fresh(tiny), {**GRUN, "layers": [7]})
+        new_adapter(fresh(tiny), {**GRUN, "layers": [7]})
     with pytest.raises(GrunError, match=r"adapter.layers=\[2, 2\]: give distinct decoder blocks"):
-        make_adapter(fresh(tiny), {**GRUN, "layers": [2, 2]})
-    with pytest.raises(GrunError, match="adapter.layers=\\['x'\\]"):
-        make_adapter(fresh(tiny), {**GRUN, "layers": ["x"]})
-    assert make_adapter(fresh(tiny), {**GRUN, "layers": 3}).layers == [3]
+        new_adapter(fresh(tiny), {**GRUN, "layers": [2, 2]})
+    with pytest.raises(GrunError, match="^adapter.layers.0=x: input should be a valid integer[^\\n]*$"):
+        new_adapter(fresh(tiny), {**GRUN, "layers": ["x"]})
+    assert new_adapter(fresh(tiny), {**GRUN, "layers": 3}).layers == [3]
     with pytest.raises(GrunError, match="adapter.gate=deep"):
-        make_adapter(fresh(tiny), {**GRUN, "gate": "deep"})
+        new_adapter(fresh(tiny), {**GRUN, "gate": "deep"})
     with pytest.raises(GrunError, match="unknown adapter 'qlora'"):
-        make_adapter(fresh(tiny), {"kind": "qlora"})
+        new_adapter(fresh(tiny), {"kind": "qlora"})
 
 
 def test_trainable_parameters_are_the_edit_only(tiny) -> None:
-    adapter = make_adapter(fresh(tiny), GRUN)
+    adapter = new_adapter(fresh(tiny), GRUN)
     d, r = 128, 4
     per_layer = d * r + (r * d + r) + (d + 1)  # R, W and b, linear gate
     info = adapter.describe()
@@ -177,14 +179,13 @@ def test_trainable_parameters_are_the_edit_only(tiny) -> None:
 
 
 def test_rotation_stays_orthonormal_under_training(tiny) -> None:
-    from grun_cli.methods import make_method
     from grun_cli.train.unlearn_trainer import AdapterAccess
 
-    adapter = make_adapter(fresh(tiny), GRUN)
+    adapter = new_adapter(fresh(tiny), GRUN)
     adapter.model.train()
     # our optimizer groups: weight decay asked for, but never applied to the edit
     opt = torch.optim.AdamW(adapter.param_groups(weight_decay=0.01), lr=4e-3)
-    method, access = make_method({"name": "gd", "retain_weight": 1.0}), AdapterAccess(adapter)
+    method, access = new_method({"name": "gd", "retain_weight": 1.0}), AdapterAccess(adapter)
     labels = IDS.clone()
     labels[:, :4] = -100
     inputs = {"input_ids": IDS, "attention_mask": MASK, "labels": labels, "positions": torch.tensor([3, 3])}
@@ -203,7 +204,7 @@ def test_rotation_stays_orthonormal_under_training(tiny) -> None:
         assert rot.norm().item() == pytest.approx(math.sqrt(4), rel=1e-4)  # r orthonormal columns
         assert not torch.equal(rot, b)  # and it did train
     # the pitfall this guards against: plain AdamW weight decay zeroes the rotation
-    victim = make_adapter(fresh(tiny), GRUN)
+    victim = new_adapter(fresh(tiny), GRUN)
     bad = torch.optim.AdamW(victim.trainable_parameters(), lr=4e-3, weight_decay=0.01)
     victim.model.train()
     out = method.loss({"forget": inputs, "retain": inputs}, AdapterAccess(victim))["loss"]
@@ -216,7 +217,7 @@ def test_generation_edits_the_prompt_forward_only(tiny) -> None:
     from grun_cli.models.template import PromptTemplate
     from grun_cli.scoring.generation import greedy_answers
 
-    adapter = make_adapter(fresh(tiny), GRUN)
+    adapter = new_adapter(fresh(tiny), GRUN)
     calls = []
     for edit in adapter.edits.values():
         edit.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
@@ -227,13 +228,13 @@ def test_generation_edits_the_prompt_forward_only(tiny) -> None:
 
 def test_edit_dtype_option(tiny) -> None:
     with pytest.raises(GrunError, match="no half-precision kernel"):
-        make_adapter(fresh(tiny), {**GRUN, "dtype": "bfloat16"})
+        new_adapter(fresh(tiny), {**GRUN, "dtype": "bfloat16"})
     with pytest.raises(GrunError, match="adapter.dtype=int8"):
-        make_adapter(fresh(tiny), {**GRUN, "dtype": "int8"})
-    adapter = make_adapter(fresh(tiny), {**GRUN, "dtype": "auto"})
+        new_adapter(fresh(tiny), {**GRUN, "dtype": "int8"})
+    adapter = new_adapter(fresh(tiny), {**GRUN, "dtype": "auto"})
     assert all(p.dtype == torch.float32 for p in adapter.trainable_parameters())
     half = fresh(tiny).to(torch.bfloat16)  # auto on a half model: the edit in float32, cast back
-    adapter = make_adapter(half, {**GRUN, "dtype": "auto"})
+    adapter = new_adapter(half, {**GRUN, "dtype": "auto"})
     assert all(p.dtype == torch.float32 for p in adapter.trainable_parameters())
     ids = torch.tensor([[5, 6, 7]])
     with adapter.editing([2]):
@@ -243,16 +244,15 @@ def test_edit_dtype_option(tiny) -> None:
 def test_unlearn_warmup_scales_the_method_term(tiny, tmp_path: Path) -> None:
     from transformers import TrainingArguments
 
-    from grun_cli.methods import make_method
     from grun_cli.train.unlearn_trainer import UnlearnTrainer
 
-    adapter = make_adapter(fresh(tiny), GRUN)
+    adapter = new_adapter(fresh(tiny), GRUN)
     perturb(adapter)
     labels = IDS.clone()
     labels[:, :4] = -100
     inputs = {"input_ids": IDS, "attention_mask": MASK, "labels": labels, "positions": torch.tensor([3, 3])}
     batch = {"forget": inputs, "retain": inputs}
-    method = make_method({"name": "gd"})
+    method = new_method({"name": "gd"})
     trainer = UnlearnTrainer(model=adapter.model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]),
                              train_dataset=[batch], method=method, adapter=adapter, unlearn_warmup_steps=10)
     adapter.model.eval()
@@ -272,7 +272,7 @@ def test_a_reloaded_adapter_can_be_trained_again(tiny, tmp_path: Path, cfg) -> N
     rotation orthonormal. The default reload stays inference-only."""
     model = fresh(tiny)
     base = {"source": "tiny", "fingerprint": base_fingerprint(model)}  # before the edit is attached
-    adapter = make_adapter(model, cfg)
+    adapter = new_adapter(model, cfg)
     perturb(adapter)
     trained = logits(model, adapter)
     adapter.save(tmp_path, base)
@@ -299,12 +299,12 @@ def test_checkpoint_state_round_trip_is_exact(tiny) -> None:
     parametrization's free parameter, not the computed rotation; its fixed base comes from the
     seeded initialisation, as in a resumed run)."""
     torch.manual_seed(0)
-    first = make_adapter(fresh(tiny), GRUN)
+    first = new_adapter(fresh(tiny), GRUN)
     perturb(first)
     state = {k: v.clone() for k, v in first.checkpoint_state().items()}
     assert any("parametrizations.weight.original" in k for k in state)
     torch.manual_seed(0)
-    second = make_adapter(fresh(tiny), GRUN)
+    second = new_adapter(fresh(tiny), GRUN)
     second.load_checkpoint_state(state)
     assert torch.equal(logits(second.model, second), logits(first.model, first))
     with pytest.raises(GrunError, match="does not fit adapter=grun"):
@@ -314,7 +314,7 @@ def test_checkpoint_state_round_trip_is_exact(tiny) -> None:
 def test_inference_computes_each_rotation_once_and_the_same(tiny, monkeypatch) -> None:
     """Without gradients each edit's Householder product runs once per forward (not at both
     reads of R), and the edited logits are the grad-mode ones bit for bit."""
-    adapter = make_adapter(fresh(tiny), GRUN)
+    adapter = new_adapter(fresh(tiny), GRUN)
     with adapter.editing([3, 3]):
         trained_way = adapter.model(input_ids=IDS, attention_mask=MASK).logits.detach()
     calls = []
@@ -329,10 +329,10 @@ def test_inference_computes_each_rotation_once_and_the_same(tiny, monkeypatch) -
 def test_full_fine_tuning_with_frozen_modules(tiny) -> None:
     """adapter.freeze=[lm_head] (the official full baselines): every weight trains but the head."""
     model = fresh(tiny)
-    adapter = make_adapter(model, {**FULL, "freeze": ["lm_head"]})
+    adapter = new_adapter(model, {**FULL, "freeze": ["lm_head"]})
     trainable = {id(p) for p in adapter.trainable_parameters()}
     head = list(model.lm_head.parameters())
     assert head and not any(id(p) in trainable for p in head)
     assert len(trainable) == len(list(model.parameters())) - len(head)
     with pytest.raises(GrunError, match="the model has no module 'head'"):
-        make_adapter(fresh(tiny), {**FULL, "freeze": ["head"]})
+        new_adapter(fresh(tiny), {**FULL, "freeze": ["head"]})

@@ -22,7 +22,7 @@ from grun_cli.eval.attacks.quantize import (
     quantizer,
 )
 
-from conftest import SMALL_DATA, grun
+from conftest import SMALL_DATA, grun, new_adapter
 
 
 # -- quantization arithmetic ---------------------------------------------------------------------
@@ -88,10 +88,9 @@ def test_torch_arithmetic_equals_bitsandbytes_dequantized_weights(bits: int, dty
 
 
 def test_quantize_changes_only_the_base_linears_and_puts_them_back(tiny) -> None:
-    from grun_cli.adapters import make_adapter
 
     model = copy.deepcopy(tiny.model)
-    adapter = make_adapter(model, {"kind": "grun", "layers": [1, 3], "rank": 2})
+    adapter = new_adapter(model, {"kind": "grun", "layers": [1, 3], "rank": 2})
     with torch.no_grad():  # a non-trivial edit, to see that it is left alone
         for p in adapter.edits.parameters():
             p.add_(0.01)
@@ -124,11 +123,10 @@ class _Rows:
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_relearn_trains_then_puts_every_weight_back(tiny, mode: str) -> None:
-    from grun_cli.adapters import make_adapter
     from grun_cli.models.template import PromptTemplate
 
     model = copy.deepcopy(tiny.model)
-    adapter = make_adapter(model, {"kind": "grun", "layers": [2], "rank": 2})
+    adapter = new_adapter(model, {"kind": "grun", "layers": [2], "rank": 2})
     before = {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()}
     ids = torch.tensor([[1, 5, 9, 13, 17]])
     with torch.no_grad():

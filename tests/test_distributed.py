@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SMALL_DATA, grun
+from conftest import REPO, SMALL_DATA, grun, new_method
 
 QUICK_TARGET = 'target.overrides=["train.max_steps=5","extra_splits=[]","check.max_rows=0"]'
 STEPS = ["train.max_steps=4", "train.batch_size=4", "train.grad_accum=1", "train.logging_steps=1"]
@@ -109,9 +109,8 @@ def test_refused_sharded(env: dict[str, str], cfg: dict, kind: str, message: str
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    from grun_cli.methods import make_method
 
-    method = make_method({"name": cfg.get("method", "npo")})
+    method = new_method({"name": cfg.get("method", "npo")})
     settings = OmegaConf.merge({"train": {"save_steps": 0, "reference": "cached"}, "resume": None},
                                {k: v for k, v in cfg.items() if k != "method"})
     with pytest.raises(GrunError, match=message):

@@ -14,7 +14,6 @@ import pytest
 import torch
 from test_adapters import GRUN, LORA, fresh, perturb
 
-from grun_cli.adapters import make_adapter
 from grun_cli.data.synthetic import generate
 from grun_cli.eval.tofu import Evaluator
 from grun_cli.models.template import PromptTemplate
@@ -28,6 +27,8 @@ from grun_cli.scoring.likelihood import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from ou_style_eval import ou_style_eval  # noqa: E402
+
+from conftest import new_adapter
 
 DATA = generate(num_authors=30)
 
@@ -46,7 +47,7 @@ def test_shared_prompt_scores_equal_whole_pairs(tiny, adapter_cfg, batch_size: i
     adapter = None
     if adapter_cfg is not None:
         torch.manual_seed(0)
-        adapter = make_adapter(model, adapter_cfg)
+        adapter = new_adapter(model, adapter_cfg)
         perturb(adapter)  # an edit that changes the outputs
         model = adapter.model
     pairs, t = _pairs(), PromptTemplate()
@@ -68,7 +69,7 @@ def test_greedy_decoding_equals_generate(tiny, with_grun: bool) -> None:
     model, adapter = fresh(tiny), None
     if with_grun:
         torch.manual_seed(0)
-        adapter = make_adapter(model, GRUN)
+        adapter = new_adapter(model, GRUN)
         perturb(adapter)
         model = adapter.model
     tok, t = tiny.tokenizer, PromptTemplate()

@@ -12,12 +12,13 @@ import pytest
 import torch
 from test_unlearn_data import FORGET, RETAIN, CharTokenizer
 
-from grun_cli.adapters import make_adapter
 from grun_cli.data.gate_negatives import conflicts, encode_negatives, read_prompts
 from grun_cli.data.unlearn import ForgetRetainDataset, UnlearnCollator
 from grun_cli.errors import GrunError
 from grun_cli.models.template import PromptTemplate
 from grun_cli.settings_check import SettingsError, check_settings
+
+from conftest import new_adapter
 
 
 class _QA:
@@ -61,7 +62,7 @@ def test_negatives_leave_the_pairing_alone_and_follow_the_position() -> None:
 
 
 def test_negative_gates_count_as_label_zero(tiny) -> None:
-    adapter = make_adapter(copy.deepcopy(tiny.model), {"kind": "grun", "layers": [1], "rank": 2})
+    adapter = new_adapter(copy.deepcopy(tiny.model), {"kind": "grun", "layers": [1], "rank": 2})
     calls = []
 
     def forward(inputs, role):

@@ -12,9 +12,11 @@ import pytest
 import torch
 from test_adapters import GRUN, IDS, MASK, POS, fresh, logits, perturb
 
-from grun_cli.adapters import load_adapter, make_adapter
+from grun_cli.adapters import load_adapter
 from grun_cli.adapters.base import base_fingerprint
 from grun_cli.errors import GrunError
+
+from conftest import new_adapter
 
 
 def stacked(tiny, combine: str = "sum", requests: int = 3, model=None):
@@ -25,7 +27,7 @@ def stacked(tiny, combine: str = "sum", requests: int = 3, model=None):
     adapter = None
     for k in range(requests):
         torch.manual_seed(100 + k)
-        new = make_adapter(model, cfg)
+        new = new_adapter(model, cfg)
         perturb_seeded(new, 7 + k)
         if adapter is not None:
             for edits, info in zip(adapter.stack, adapter.stack_info, strict=True):
@@ -87,7 +89,7 @@ def test_one_active_edit_is_the_single_run_exactly(tiny) -> None:
     with combine=official (the release's scale applies to two or more edits)."""
     model = fresh(tiny)
     torch.manual_seed(100)
-    single = make_adapter(model, {**GRUN, "combine": "official"})
+    single = new_adapter(model, {**GRUN, "combine": "official"})
     perturb_seeded(single, 7)
     one = logits(model, single)
     assert single.combine_scale(1) == 1.0 and single.combine_scale(2) == pytest.approx(1.8)
@@ -152,11 +154,11 @@ def test_a_stack_saves_and_reloads_exactly(tiny, tmp_path: Path, combine: str) -
 
 def test_a_stacked_edit_must_edit_the_same_blocks(tiny) -> None:
     model = fresh(tiny)
-    first = make_adapter(model, GRUN)
+    first = new_adapter(model, GRUN)
     perturb(first)
     edits = first.edits
     first.detach()
-    other = make_adapter(model, {**GRUN, "layers": [2]})
+    other = new_adapter(model, {**GRUN, "layers": [2]})
     with pytest.raises(GrunError, match="same blocks"):
         other.push_stack(edits, {"request": 1})
 
@@ -195,7 +197,7 @@ def test_official_protocol_trains_the_edit_alone_against_the_base(tiny) -> None:
     assert torch.equal(reference, plain)  # NPO's reference: the base model
     single = fresh(tiny)
     torch.manual_seed(102)
-    only = make_adapter(single, GRUN)
+    only = new_adapter(single, GRUN)
     perturb_seeded(only, 9)  # the third request's edit, built alone from the same seeds
     assert torch.allclose(alone, logits(single, only), atol=1e-6)
     assert torch.equal(logits(model, adapter), combined) and not torch.equal(alone, combined)

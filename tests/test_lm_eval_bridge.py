@@ -11,11 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from grun_cli.adapters import make_adapter
 from grun_cli.errors import GrunError
 from grun_cli.eval.lm_eval_run import local_task_config, make_lm, resolve_tasks, run_tasks
 
-from conftest import write_mcq
+from conftest import new_adapter, write_mcq
 
 DESCRIPTION = "The following are multiple choice questions (with answers) about biology.\n\n"
 
@@ -32,7 +31,7 @@ def sharp(tiny):
 
 
 def grun_adapter(model):
-    adapter = make_adapter(model, {"kind": "grun", "layers": [2, 3], "rank": 4, "gate": "linear"})
+    adapter = new_adapter(model, {"kind": "grun", "layers": [2, 3], "rank": 4, "gate": "linear"})
     torch.manual_seed(1)
     with torch.no_grad():
         for edit in adapter.edits.values():
@@ -55,7 +54,7 @@ def mcq_file(tmp_path: Path) -> Path:
 
 
 def lora_adapter(model):
-    adapter = make_adapter(model, {"kind": "lora", "rank": 4, "alpha": 32, "dropout": 0.0,
+    adapter = new_adapter(model, {"kind": "lora", "rank": 4, "alpha": 32, "dropout": 0.0,
                                    "target_modules": "all-linear"})
     torch.manual_seed(2)
     with torch.no_grad():

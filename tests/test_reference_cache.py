@@ -9,10 +9,8 @@ import pytest
 import torch
 from test_adapters import FULL, GRUN, LORA, fresh, perturb
 
-from grun_cli.adapters import make_adapter
 from grun_cli.data.synthetic import generate
 from grun_cli.data.unlearn import ForgetRetainDataset, UnlearnCollator
-from grun_cli.methods import make_method
 from grun_cli.models.template import PromptTemplate
 from grun_cli.train.reference_cache import (
     PREFIX,
@@ -22,6 +20,8 @@ from grun_cli.train.reference_cache import (
     cache_references,
 )
 from grun_cli.train.unlearn_trainer import AdapterAccess
+
+from conftest import new_adapter, new_method
 
 METHODS = {
     "npo": {"name": "npo", "beta": 0.1, "retain_weight": 1.0},
@@ -49,9 +49,9 @@ def dataset(tiny) -> ForgetRetainDataset:
 
 def setup(tiny, method_cfg, adapter_cfg, cached: bool):
     """A fresh model + adapter + data; the reference cached or live; then a stand-in for training."""
-    method = make_method(method_cfg)
+    method = new_method(method_cfg)
     torch.manual_seed(0)
-    adapter = make_adapter(fresh(tiny), adapter_cfg)
+    adapter = new_adapter(fresh(tiny), adapter_cfg)
     access = AdapterAccess(adapter)
     data = dataset(tiny)
     report = None
@@ -94,7 +94,9 @@ def test_cached_reference_equals_live(tiny, method_name: str, adapter_name: str)
         assert cached_terms[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
     assert cached_grads.keys() == live_grads.keys() and live_grads
     for name, grad in live_grads.items():
-        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        # float32 rounding scales with the gradient (RMU's reach the hundreds): atol relative to it
+        scale = max(1.0, grad.abs().max().item())
+        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-6 * scale, msg=name)
 
 
 def test_reference_values_are_the_starting_models(tiny) -> None:
@@ -102,9 +104,9 @@ def test_reference_values_are_the_starting_models(tiny) -> None:
     whatever the row is batched with; the IDK table covers every (question, refusal) pair."""
     from grun_cli.logprobs import sequence_nll
 
-    method = make_method(METHODS["idkdpo"])
+    method = new_method(METHODS["idkdpo"])
     torch.manual_seed(0)
-    adapter = make_adapter(fresh(tiny), GRUN)
+    adapter = new_adapter(fresh(tiny), GRUN)
     data = dataset(tiny)
     cache_references(data, method.references, adapter, layer=None, pad_id=tiny.tokenizer.pad_token_id,
                      batch_size=3, max_bytes=2**30, progress=lambda desc, n: _Bar())
@@ -120,9 +122,9 @@ def test_reference_values_are_the_starting_models(tiny) -> None:
 
 
 def test_activations_over_the_limit_stay_live(tiny) -> None:
-    method = make_method(METHODS["rmu"])
+    method = new_method(METHODS["rmu"])
     torch.manual_seed(0)
-    adapter = make_adapter(fresh(tiny), FULL)
+    adapter = new_adapter(fresh(tiny), FULL)
     data = dataset(tiny)
     report = cache_references(data, method.references, adapter, layer=2, pad_id=tiny.tokenizer.pad_token_id,
                               batch_size=4, max_bytes=1000, progress=lambda desc, n: _Bar())
@@ -159,9 +161,9 @@ def llama8(tiny):
 
 
 def prefix_run(base, method_cfg, layers, cached_prefix: bool):
-    method = make_method(method_cfg)
+    method = new_method(method_cfg)
     torch.manual_seed(0)
-    adapter = make_adapter(fresh(base), {**GRUN, "layers": layers, "gate": "mlp"})
+    adapter = new_adapter(fresh(base), {**GRUN, "layers": layers, "gate": "mlp"})
     access = AdapterAccess(adapter)
     data = dataset(base)
     if method.needs_reference:
@@ -198,17 +200,19 @@ def test_cached_prefix_equals_the_whole_forward(tiny, llama8, model_name, layers
     torch.testing.assert_close(cached_logits[mask], live_logits[mask], rtol=1e-4, atol=1e-5)
     assert cached_grads.keys() == live_grads.keys() and live_grads
     for name, grad in live_grads.items():
-        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        # float32 rounding scales with the gradient (RMU's reach the hundreds): atol relative to it
+        scale = max(1.0, grad.abs().max().item())
+        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-6 * scale, msg=name)
 
 
 def test_no_prefix_below_block_zero_and_over_the_limit(tiny) -> None:
     data = dataset(tiny)
     pad = tiny.tokenizer.pad_token_id
     torch.manual_seed(0)
-    adapter = make_adapter(fresh(tiny), {**GRUN, "layers": [0, 3]})
+    adapter = new_adapter(fresh(tiny), {**GRUN, "layers": [0, 3]})
     done = cache_prefix(data, adapter, "auto", pad_id=pad, batch_size=4, max_bytes=2**30, progress=lambda d, n: _Bar())
     assert done["prefix_cache"] == "live" and "below block 0" in done["prefix_cache_why"]
-    adapter = make_adapter(fresh(tiny), {**GRUN, "layers": [2, 3]})
+    adapter = new_adapter(fresh(tiny), {**GRUN, "layers": [2, 3]})
     done = cache_prefix(data, adapter, "auto", pad_id=pad, batch_size=4, max_bytes=1000, progress=lambda d, n: _Bar())
     assert done["prefix_cache"] == "live" and "adapter.cache_prefix_max_gb" in done["prefix_cache_why"]
     assert not any(PREFIX in f for f in data.forget)

@@ -8,12 +8,12 @@ import copy
 import pytest
 import torch
 
-from grun_cli.adapters import make_adapter
 from grun_cli.adapters.base import capture_block_output
 from grun_cli.errors import GrunError
-from grun_cli.methods import make_method
 from grun_cli.methods.losses import control_vectors, masked_mse
 from grun_cli.train.unlearn_trainer import AdapterAccess
+
+from conftest import new_adapter, new_method
 
 
 class FakeHidden:
@@ -56,7 +56,7 @@ RETAIN = {
 
 
 def rmu(**cfg):
-    method = make_method({"name": "rmu", "steering_coeff": 10.0, **cfg})
+    method = new_method({"name": "rmu", "steering_coeff": 10.0, **cfg})
     method._vectors = torch.tensor([[6.0, 8.0], [0.0, 10.0]])
     return method
 
@@ -78,7 +78,7 @@ def test_rmu_loss_golden(cfg, forget) -> None:
 def test_rmu_rejects_bad_settings() -> None:
     for bad in ({"positions": "some"}, {"control": "each"}, {"steering_coeff": 0}):
         with pytest.raises(GrunError):
-            make_method({"name": "rmu", **bad})
+            new_method({"name": "rmu", **bad})
 
 
 def test_masked_mse_ignores_masked_positions() -> None:
@@ -115,7 +115,7 @@ def test_capture_reads_the_edited_block_output_and_stops_there(tiny) -> None:
                        output_hidden_states=True).hidden_states
         plain = capture_block_output(model, 1, lambda: model(**{k: inputs[k] for k in ("input_ids", "attention_mask")}))
     assert torch.allclose(plain, states[2])  # block 1's output = hidden_states[2]
-    adapter = make_adapter(model, {"kind": "grun", "layers": [1], "rank": 4, "gate": "linear"})
+    adapter = new_adapter(model, {"kind": "grun", "layers": [1], "rank": 4, "gate": "linear"})
     with torch.no_grad():
         for edit in adapter.edits.values():
             edit.gate.bias.fill_(10.0)  # gate open
@@ -136,22 +136,22 @@ def test_capture_reads_the_edited_block_output_and_stops_there(tiny) -> None:
 
 def test_full_adapter_restricted_to_modules_of_blocks(tiny) -> None:
     model = copy.deepcopy(tiny.model)
-    adapter = make_adapter(model, {"kind": "full", "layers": [0, 2], "modules": ["mlp.down_proj"]})
+    adapter = new_adapter(model, {"kind": "full", "layers": [0, 2], "modules": ["mlp.down_proj"]})
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert names == ["model.layers.0.mlp.down_proj.weight", "model.layers.2.mlp.down_proj.weight"]
     assert adapter.edited_layers() == [0, 2]
     with pytest.raises(GrunError, match="matches no parameter"):
-        make_adapter(copy.deepcopy(tiny.model), {"kind": "full", "layers": [0], "modules": ["mlp.nothing"]})
+        new_adapter(copy.deepcopy(tiny.model), {"kind": "full", "layers": [0], "modules": ["mlp.nothing"]})
     with pytest.raises(GrunError, match="decoder blocks"):
-        make_adapter(copy.deepcopy(tiny.model), {"kind": "full", "layers": [9], "modules": None})
-    everything = make_adapter(copy.deepcopy(tiny.model), {"kind": "full"})
+        new_adapter(copy.deepcopy(tiny.model), {"kind": "full", "layers": [9], "modules": None})
+    everything = new_adapter(copy.deepcopy(tiny.model), {"kind": "full"})
     assert all(p.requires_grad for p in everything.model.parameters())
     assert everything.edited_layers() == []
 
 
 def test_full_reference_hidden_is_the_frozen_copy(tiny) -> None:
     model = copy.deepcopy(tiny.model)
-    adapter = make_adapter(model, {"kind": "full", "layers": [1], "modules": ["mlp.down_proj"]})
+    adapter = new_adapter(model, {"kind": "full", "layers": [1], "modules": ["mlp.down_proj"]})
     adapter.prepare(needs_reference=True)
     inputs = _inputs(tiny)
     access = AdapterAccess(adapter)
@@ -166,7 +166,7 @@ def test_full_reference_hidden_is_the_frozen_copy(tiny) -> None:
 def test_reading_below_an_edited_block_runs_the_whole_forward(tiny) -> None:
     """The official GRUN code reads below its last edited block: the forward then goes on, so
     the upper block's gate is still recorded for the gate loss."""
-    adapter = make_adapter(copy.deepcopy(tiny.model), {"kind": "grun", "layers": [1, 2], "rank": 4, "gate": "linear"})
+    adapter = new_adapter(copy.deepcopy(tiny.model), {"kind": "grun", "layers": [1, 2], "rank": 4, "gate": "linear"})
     calls = []
     handle = adapter.model.model.layers[-1].register_forward_hook(lambda *a: calls.append(1))
     AdapterAccess(adapter).hidden(_inputs(tiny), "forget", 1)
@@ -174,6 +174,6 @@ def test_reading_below_an_edited_block_runs_the_whole_forward(tiny) -> None:
     assert calls == [1]
     (_, gates), = adapter.gate_records
     assert gates.shape == (2, 2)  # both edited blocks' gates, for both rows
-    full = make_adapter(copy.deepcopy(tiny.model), {"kind": "full"})
+    full = new_adapter(copy.deepcopy(tiny.model), {"kind": "full"})
     with pytest.raises(GrunError, match="not restricted to blocks"):
         AdapterAccess(full).hidden(_inputs(tiny), "forget", None)

@@ -10,6 +10,8 @@ from grun_cli.data import make_source
 from grun_cli.errors import GrunError
 from grun_cli.unlearning.sequence.requests import author_groups, plan, request_rows, union_split
 
+from conftest import new_adapter
+
 
 def source(split: str = "forget10", num_authors: int = 200, retain_authors: int | None = None):
     return make_source({"name": "synthetic", "seed": 0, "num_authors": num_authors, "qa_per_author": 20,
@@ -118,11 +120,9 @@ def test_a_later_request_starts_from_the_trained_weights(tiny, kind: str) -> Non
     import torch
     from test_adapters import FULL, IDS, LORA, MASK, fresh, perturb
 
-    from grun_cli.adapters import make_adapter
-
     model = fresh(tiny)
     base = model(input_ids=IDS, attention_mask=MASK).logits.detach()
-    adapter = make_adapter(model, LORA if kind == "lora" else FULL)
+    adapter = new_adapter(model, LORA if kind == "lora" else FULL)
     perturb(adapter)
     inputs = {"input_ids": IDS, "attention_mask": MASK}
     with torch.no_grad():

@@ -43,6 +43,52 @@ def test_every_method_and_adapter_default_passes(overrides: list[str]) -> None:
     check_settings(_composed("unlearn", overrides), "unlearn")
 
 
+def test_the_checked_settings_are_handed_down_typed() -> None:
+    """check_settings returns the typed groups the engines are made from, with the values the
+    YAML composed (no default of the schema's own in between)."""
+    from grun_cli.methods.npo import NpoSettings
+    from grun_cli.settings import GrunSettings, UnlearnTrain
+
+    cfg = _composed("unlearn", ["method=npo", "adapter=grun", "train.lr=0.002", "method.beta=0.2"])
+    settings = check_settings(cfg, "unlearn")
+    assert isinstance(settings.train, UnlearnTrain) and settings.train.lr == 0.002
+    assert isinstance(settings.method, NpoSettings) and settings.method.beta == 0.2
+    assert isinstance(settings.adapter, GrunSettings) and settings.adapter.layers == list(cfg.model.grun_layers)
+    assert settings.probe.batch_size == cfg.probe.batch_size and settings.seed == cfg.seed
+    assert check_settings(_composed("finetune", []), "finetune").train.lr == _composed("finetune", []).train.lr
+
+
+@pytest.mark.parametrize("adapter", ["grun", "lora", "full"])
+def test_an_adapters_saved_settings_read_as_its_config(adapter: str) -> None:
+    """grun_adapter.json records the adapter's settings as the config gave them (same keys,
+    order and number types: LoRA's alpha 32 stays 32), so a refactor of the schema does not
+    change the saved bytes; a value changed on the typed settings is recorded as changed."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    cfg = _composed("unlearn", [f"adapter={adapter}"])
+    settings = check_settings(cfg, "unlearn").adapter
+    given = OmegaConf.to_container(cfg.adapter, resolve=True)
+    assert json.dumps(settings.plain()) == json.dumps(given)
+    changed = settings.model_copy(update={"unlearn_warmup_steps": 3}).plain()
+    assert changed == {**given, "unlearn_warmup_steps": 3} and list(changed) == list(given)
+
+
+def test_the_schema_holds_no_defaults() -> None:
+    """conf/ holds every default (what `--cfg job` shows): a typed field with a default of its
+    own would drift from the YAML (LoRA's dropout once did: 0.05 in YAML, 0.0 in the schema)."""
+    from grun_cli import settings
+    from grun_cli.methods import METHODS
+
+    groups = [settings.Train, settings.UnlearnTrain, settings.ModelSettings, settings.SequenceSettings,
+              settings.Probe, settings.Run, settings.UnlearnRun, *settings.ADAPTER_SETTINGS.values(),
+              *[METHODS.get(name).settings_type for name in METHODS.names()]]
+    with_defaults = [f"{g.__name__}.{name}" for g in groups for name, field in g.model_fields.items()
+                     if not field.is_required()]
+    assert not with_defaults
+
+
 def test_finetune_and_eval_defaults_pass() -> None:
     check_settings(_composed("finetune", []), "finetune")
     check_settings(_composed("finetune", ["model=llama3.1", "data=tofu"]), "finetune")

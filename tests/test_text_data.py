@@ -63,6 +63,18 @@ def test_text_source_splits(tmp_path: Path) -> None:
         source.rows("forget05")
 
 
+def test_qa_and_text_sources_are_one_seam(tmp_path: Path) -> None:
+    """Both kinds of data source offer every member of the Source protocol the engines read."""
+    from grun_cli.data import Source
+
+    text = make_source(source_cfg(write_text_corpora(tmp_path)))
+    qa = make_source({"name": "synthetic", "seed": 0, "num_authors": 40, "qa_per_author": 20,
+                      "forget_split": "forget05", "retain_split": None, "subset": {"retain_authors": None}})
+    assert isinstance(text, Source) and isinstance(qa, Source)
+    assert (text.kind, qa.kind) == ("text", "qa")
+    assert not isinstance(object(), Source)
+
+
 def test_text_source_errors(tmp_path: Path) -> None:
     folder = write_text_corpora(tmp_path)
     with pytest.raises(GrunError, match="not found"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from grun_cli.errors import GrunError
@@ -77,7 +77,7 @@ def check(cfg: Any, adapter_kind: str | None = None) -> None:
     if n > 1 and cfg.model.get("device_map"):
         raise GrunError(f"model.device_map={cfg.model.device_map} under {n} processes: each process holds a whole "
                         "replica in data-parallel training; drop device_map, or run one process with it")
-    per = per_process_batch(cfg.train)
+    per = per_process_batch(cfg.train.batch_size)
     if n > 1:
         import logging
 
@@ -112,9 +112,9 @@ def average_gradients(parameters: Sequence[Any]) -> None:
             p.grad.div_(world_size())
 
 
-def per_process_batch(train_cfg: Mapping[str, Any]) -> int:
+def per_process_batch(batch_size: int) -> int:
     """train.batch_size split over the processes of a data-parallel launch (distributed.py)."""
-    batch, n = int(train_cfg["batch_size"]), world_size()
+    batch, n = int(batch_size), world_size()
     if batch % n:
         raise GrunError(f"train.batch_size={batch} does not split over {n} processes; give a multiple of {n} "
                         "(it is the batch of one optimizer step, across processes)")

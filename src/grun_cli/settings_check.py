@@ -1,10 +1,10 @@
-"""Every setting of a composed config checked before anything loads: types and ranges (a typed
-schema per config group, pydantic), the model's depth (read from its config file, never its
-weights), the rules between groups, and the files the run will read. All problems at once, one
-line each, in milliseconds — not after minutes of loading, fine-tuning a target or training.
+"""Every setting of a composed config checked before anything loads: types and ranges (the
+typed schema of each group, settings.py), the model's depth (read from its config file, never
+its weights), the rules between groups, and the files the run will read. All problems at once,
+one line each, in milliseconds — not after minutes of loading, fine-tuning a target or training.
 
-The schema covers the keys grun reads; a group may carry more (a new method's options) and
-those pass through to the code that reads them.
+``check_settings`` returns the validated groups, typed (``Settings``); a command reads them of
+its own job's config with ``read_settings`` and hands them down to the engines.
 """
 
 from __future__ import annotations
@@ -12,185 +12,73 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
-from grun_cli.errors import HALF_PRECISION, HALF_PRECISION_ERROR, GrunError
+from grun_cli.errors import GrunError
+from grun_cli.settings import (
+    ADAPTER_SETTINGS,
+    SCHEDULERS,
+    AdapterSettings,
+    MethodSettings,
+    ModelSettings,
+    Probe,
+    Run,
+    SequenceSettings,
+    Settings,
+    SettingsError,
+    Train,
+    UnlearnRun,
+    UnlearnTrain,
+    dedupe,
+    parse,
+    schema_problems,
+)
 
-#: transformers' SchedulerType values (tests/test_settings_check.py keeps the list in step)
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-              "warmup_stable_decay", "greedy")
-
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(ge=1)]
-Beta = Annotated[float, Field(ge=0, lt=1)]
-
-
-class SettingsError(GrunError):
-    """Several settings problems, reported together, one line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-class _Group(BaseModel):
-    """One config group's types and ranges. No defaults here: conf/ holds every default (what
-    `--cfg job` shows), so a key every composed config carries is required; a field keeps a
-    default only where some commands' configs lack the key (``= None``: a method's own option)."""
-
-    model_config = ConfigDict(extra="allow", strict=False)
+__all__ = ["SCHEDULERS", "Settings", "SettingsError", "check_settings", "group_settings", "model_depth",
+           "read_settings"]
 
 
-class Train(_Group):
-    lr: Positive
-    epochs: NonNegative
-    max_steps: int
-    batch_size: Count
-    grad_accum: Count
-    warmup: Annotated[int, Field(ge=0)] | Annotated[float, Field(ge=0, lt=1)]
-    scheduler: Literal[SCHEDULERS]  # type: ignore[valid-type]
-    weight_decay: NonNegative
-    adam_betas: tuple[Beta, Beta]
-    max_grad_norm: Positive
-    logging_steps: Count
-    save_steps: Annotated[int, Field(ge=0)]
-    bf16: bool
-    gradient_checkpointing: bool
-    master_weights: Literal["fp32", "none"]
-    reference: Literal["cached", "live"] = "cached"
-    reference_max_gb: NonNegative = 8.0
+def method_settings(method: Mapping[str, Any]) -> type[MethodSettings]:
+    """The settings type of ``method.name`` (its own options typed), MethodSettings when unknown
+    (the registry names the choices when the run starts)."""
+    from grun_cli.methods import METHODS
 
-    @model_validator(mode="after")
-    def _trains_something(self) -> Train:
-        if self.max_steps < 1 and self.epochs <= 0:
-            raise ValueError("train.epochs=0 with no train.max_steps trains nothing (the model would be saved "
-                             "untrained as a result); give train.epochs > 0 or train.max_steps >= 1")
-        return self
+    name = method.get("name")
+    return METHODS.get(name).settings_type if name in METHODS else MethodSettings
 
 
-class GrunSettings(_Group):
-    kind: Literal["grun"]
-    layers: list[int] | int | None
-    rank: Count
-    gate: Literal["linear", "mlp"]
-    gate_weight: NonNegative
-    unlearn_warmup_steps: Annotated[int, Field(ge=0)]
-    dtype: Literal["auto", "float32", "bfloat16", "float16"]
-    cache_prefix: Literal["auto", True, False]
-    cache_prefix_max_gb: NonNegative
-    gate_negatives: list[str]
-    combine: Literal["sum", "official"]
-    combine_coeff: float
-    combine_bias: float
+def group_settings(group: str, values: Mapping[str, Any]) -> AdapterSettings | MethodSettings:
+    """Typed settings of one adapter or method outside a composed run (tests, benchmarks, the
+    Python API): its shipped conf/<group>/<kind or name>.yaml with ``values`` on top, validated.
+    An adapter's ``layers`` that follow the model (``${model.grun_layers}``) are left to the
+    adapter (the paper's relative depths) unless given."""
+    from omegaconf import OmegaConf
 
-    @field_validator("dtype")
-    @classmethod
-    def _edit_dtype_has_kernels(cls, name: str) -> str:
-        if name in HALF_PRECISION:
-            raise ValueError(HALF_PRECISION_ERROR.format(name=name))
-        return name
+    from grun_cli.config import config_dir
+    from grun_cli.methods import METHODS
 
-
-class SequenceSettings(_Group):
-    requests: Annotated[int, Field(ge=1)] | list[str] | None
-    split: str | None
-    retain_split: str
-    protocol: Literal["stacked", "official"]
-
-
-class LoraSettings(_Group):
-    kind: Literal["lora"]
-    rank: Count
-    alpha: Positive
-    dropout: Beta
-    unlearn_warmup_steps: Annotated[int, Field(ge=0)]
-
-
-class FullSettings(_Group):
-    kind: Literal["full"]
-    layers: list[int] | None
-    freeze: list[str]
-    unlearn_warmup_steps: Annotated[int, Field(ge=0)]
-
-
-ADAPTERS: dict[str, type[_Group]] = {"grun": GrunSettings, "lora": LoraSettings, "full": FullSettings}
-
-
-class MethodSettings(_Group):
-    name: str
-    forget_weight: NonNegative
-    retain_weight: NonNegative
-    beta: Positive | None = None
-    delta: float | None = None
-    steering_coeff: Positive | None = None
-    layer: int | None = None
-    positions: Literal["all", "labels"] | None = None
-    control: Literal["shared", "per_corpus"] | None = None
-    reduction: Literal["mean", "sum"] = "mean"
-    pool: bool = False
-
-
-class Probe(_Group):
-    max_rows: Annotated[int, Field(ge=0)]
-    batch_size: Count = 32
-
-
-class ModelSettings(_Group):
-    name: str
-    max_length: Count
-    dtype: Literal["auto", "float32", "bfloat16", "float16"]
-    trust_remote_code: bool
-    weights: Literal["auto", "hub", "packaged"] = "auto"
-    template: str | dict[str, Any] | None = None
-    templates: dict[str, dict[str, Any]] = {}
-
-    @model_validator(mode="after")
-    def _template_is_offered(self) -> ModelSettings:
-        if isinstance(self.template, str) and self.template not in self.templates:
-            offered = f"one of {', '.join(self.templates)}" if self.templates else "prompt / answer / add_bos"
-            raise ValueError(f"model.template={self.template} is not a template of model={self.name}; give "
-                             f"{offered}")
-        return self
-
-
-class Run(_Group):
-    seed: Annotated[int, Field(ge=0)]
-
-
-class UnlearnRun(Run):
-    pairing: Literal["random", "fixed"]
-
-
-def _where(loc: tuple[Any, ...], prefix: str) -> str:
-    return ".".join([prefix, *(str(p) for p in loc if not str(p).startswith("function-"))]).strip(".")
+    values = dict(values)
+    option = values.get("kind" if group == "adapter" else "name")
+    path = config_dir() / group / f"{option}.yaml"
+    if not path.is_file():
+        choices = ADAPTER_SETTINGS if group == "adapter" else METHODS.names()
+        raise GrunError(f"unknown {group} '{option}'; choose one of: {', '.join(choices)}")
+    shipped = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if str(shipped.get("layers", "")).startswith("${"):
+        shipped["layers"] = None
+    merged = {**shipped, **values}
+    if group == "adapter":
+        return parse(ADAPTER_SETTINGS[str(merged["kind"])], merged, "adapter")
+    return parse(METHODS.get(merged["name"]).settings_type, merged, "method")
 
 
 def _schema(cfg: Mapping[str, Any], model: type[BaseModel], prefix: str) -> Iterator[str]:
     try:
         model.model_validate(dict(cfg))
     except ValidationError as e:
-        for err in e.errors(include_url=False):
-            key = _where(tuple(p for p in err["loc"] if not isinstance(p, str) or p not in
-                               ("int", "float", "constrained-int", "constrained-float", "tuple")), prefix)
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "value_error":  # a rule's own sentence
-                yield msg
-                continue
-            got = err.get("input")
-            shown = f"={got}" if isinstance(got, (str, int, float, bool)) and key else ""
-            yield f"{key}{shown}: {msg[0].lower()}{msg[1:]}"
-
-
-def _dedupe(lines: Iterator[str]) -> list[str]:
-    """Union types report each alternative; keep one line per setting."""
-    seen: dict[str, str] = {}
-    for line in lines:
-        seen.setdefault(line.split(":", 1)[0], line)
-    return list(seen.values())
+        yield from schema_problems(e, prefix)
 
 
 # -- the model's depth, from its config file ------------------------------------------------
@@ -245,23 +133,23 @@ def _weights(model: Mapping[str, Any]) -> Iterator[str]:
 
 
 # -- the checks of each command ---------------------------------------------------------------
-def _common(cfg: Mapping[str, Any], run: type[Run]) -> Iterator[str]:
-    yield from _schema({"seed": cfg.get("seed", 42), **({"pairing": cfg["pairing"]} if "pairing" in cfg else {})},
+def _common(cfg: Mapping[str, Any], run: type[Run], train: type[Train] = Train) -> Iterator[str]:
+    yield from _schema({"seed": cfg.get("seed"), **({"pairing": cfg["pairing"]} if "pairing" in cfg else {})},
                        run, "")
     if isinstance(cfg.get("model"), Mapping):
         yield from _schema(cfg["model"], ModelSettings, "model")
         yield from _weights(cfg["model"])
     if isinstance(cfg.get("train"), Mapping):
-        yield from _schema(cfg["train"], Train, "train")
+        yield from _schema(cfg["train"], train, "train")
 
 
 def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
-    yield from _common(cfg, UnlearnRun)
+    yield from _common(cfg, UnlearnRun, UnlearnTrain)
     adapter, method, data = cfg.get("adapter") or {}, cfg.get("method") or {}, cfg.get("data") or {}
     kind = adapter.get("kind")
-    if kind in ADAPTERS:
-        yield from _schema(adapter, ADAPTERS[kind], "adapter")
-    yield from _schema(method, MethodSettings, "method")
+    if kind in ADAPTER_SETTINGS:
+        yield from _schema(adapter, ADAPTER_SETTINGS[kind], "adapter")
+    yield from _schema(method, method_settings(method), "method")
     if isinstance(cfg.get("probe"), Mapping):
         yield from _schema(cfg["probe"], Probe, "probe")
     depth = model_depth(cfg.get("model") or {})
@@ -388,7 +276,7 @@ def _data(cfg: Mapping[str, Any], splits: list[str]) -> Iterator[str]:
 
 
 def _eval(cfg: Mapping[str, Any]) -> Iterator[str]:
-    yield from _schema({"seed": cfg.get("seed", 42)}, Run, "")
+    yield from _schema({"seed": cfg.get("seed")}, Run, "")
     run = cfg.get("run")
     if run is not None and not str(run).strip():
         yield ("run= is empty (the shell may have expanded an unset variable); give a run folder, or leave run= "
@@ -443,29 +331,58 @@ def _files(cfg: Mapping[str, Any]) -> Iterator[str]:
             yield str(e)
 
 
+def _plain(cfg: Any) -> dict[str, Any]:
+    """A composed config as plain data (interpolations resolved), without Hydra's own node."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(cfg, DictConfig):
+        return dict(cfg)
+    plain: dict[str, Any] = {}
+    for key in cfg:
+        if key == "hydra":
+            continue
+        try:
+            plain[str(key)] = OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) \
+                else cfg[key]
+        except OmegaConfBaseException as e:
+            raise SettingsError([f"{key}: {' '.join(str(e).split())}"]) from None
+    return plain
+
+
+def read_settings(cfg: Any, command: str) -> Settings:
+    """The typed groups of ``cfg`` (a composed config) for ``command``: types and ranges only,
+    no files or cross-group rules (``check_settings`` ran those before the job started)."""
+    plain = _plain(cfg)
+    group = {name: plain.get(name) for name in ("model", "train", "adapter", "method", "probe", "sequence")}
+    model = parse(ModelSettings, group["model"], "model") if isinstance(group["model"], Mapping) else None
+    seed = int(parse(Run, {"seed": plain.get("seed")}, "").seed)
+    if command == "finetune":
+        return Settings(seed, model, parse(Train, plain["train"], "train"))
+    if command != "unlearn":
+        return Settings(seed, model)
+    adapter, method, sequence = group["adapter"], group["method"], group["sequence"]
+    kind = str(adapter.get("kind"))
+    if kind not in ADAPTER_SETTINGS:
+        raise SettingsError([f"adapter.kind={kind}: choose one of {', '.join(ADAPTER_SETTINGS)}"])
+    return Settings(seed, model, parse(UnlearnTrain, group["train"], "train"),
+                    parse(ADAPTER_SETTINGS[kind], adapter, "adapter"),
+                    parse(method_settings(method), method, "method"), parse(Probe, group["probe"], "probe"),
+                    parse(SequenceSettings, sequence, "sequence") if isinstance(sequence, Mapping) else None)
+
+
 CHECKS: dict[str, Callable[[Mapping[str, Any]], Iterator[str]]] = {
     "unlearn": _unlearn, "finetune": _finetune, "eval": _eval}
 
 
-def check_settings(cfg: Any, command: str) -> None:
-    """Raise SettingsError listing every problem of ``cfg`` (a composed config) for ``command``."""
-    from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
+def check_settings(cfg: Any, command: str) -> Settings | None:
+    """Raise SettingsError listing every problem of ``cfg`` (a composed config) for ``command``;
+    else its typed settings (None for a command without a check)."""
     check = CHECKS.get(command)
     if check is None:
-        return
-    if isinstance(cfg, DictConfig):
-        plain: dict[str, Any] = {}
-        for key in cfg:
-            if key == "hydra":
-                continue
-            try:
-                plain[str(key)] = OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) \
-                    else cfg[key]
-            except OmegaConfBaseException as e:
-                raise SettingsError([f"{key}: {' '.join(str(e).split())}"]) from None
-        cfg = plain
-    problems = _dedupe(check(cfg))
+        return None
+    plain = _plain(cfg)
+    problems = dedupe(check(plain))
     if problems:
         raise SettingsError(problems)
+    return read_settings(plain, command)

@@ -30,6 +30,7 @@ from typing import Any
 
 from grun_cli.distributed import is_sharded, world_size
 from grun_cli.errors import GrunError
+from grun_cli.settings import Train
 
 #: set by ``accelerate launch`` for a config with ``distributed_type: FSDP``
 ENV = "ACCELERATE_USE_FSDP"
@@ -59,7 +60,7 @@ def check(cfg: Any, adapter_kind: str | None, method: Any = None) -> None:
         raise GrunError(f"method={method.name} under FSDP: it reads a block's hidden states by stopping the "
                         "forward early, which a sharded forward does not allow; run it in one process "
                         "(or replicated: conf/accelerate/ddp.yaml)")
-    if adapter_kind == "full" and str(cfg.train.get("reference", "cached")) == "live":
+    if adapter_kind == "full" and str(cfg.train.reference) == "live":
         raise GrunError("train.reference=live with adapter=full under FSDP keeps a whole frozen copy on every "
                         "process; use train.reference=cached (the default)")
 
@@ -95,20 +96,20 @@ def shard(model: Any, master: Any = None) -> Any:
     return model
 
 
-def without_checkpoints(train_cfg: Any) -> Any:
+def without_checkpoints(train: Train) -> Train:
     """``train`` settings for a sharded run: no periodic checkpoints (said once in the log)."""
-    if int(train_cfg.get("save_steps") or 0) <= 0:
-        return train_cfg
+    if train.save_steps <= 0:
+        return train
     logging.getLogger("grun").info("FSDP: no checkpoints (train.save_steps=%s not used); a stopped sharded run "
-                                   "starts again", train_cfg["save_steps"])
-    return {**train_cfg, "save_steps": 0}
+                                   "starts again", train.save_steps)
+    return train.model_copy(update={"save_steps": 0})
 
 
 def check_no_frozen_copy(adapter: Any, cfg: Any) -> None:
     """After the caches, in a sharded run: a reference that did not fit its memory bound stays
     live, and for full fine-tuning that is a whole frozen copy on every process."""
     if getattr(adapter, "frozen", None) is not None:
-        raise GrunError(f"the cached reference did not fit train.reference_max_gb={cfg.train.get('reference_max_gb', 8)}, "
+        raise GrunError(f"the cached reference did not fit train.reference_max_gb={cfg.train.reference_max_gb}, "
                         "and a live one under FSDP keeps a whole frozen copy on every process; raise "
                         "train.reference_max_gb")
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from grun_cli.adapters.base import KINDS, Adapter, read_adapter_config
 from grun_cli.registry import Registry
+from grun_cli.settings import AdapterSettings
 
 #: each adapter's class, imported when used (peft and pyreft load only for their adapter)
 ADAPTERS: Registry[Adapter] = Registry("adapter", entries={
@@ -17,10 +18,11 @@ ADAPTERS: Registry[Adapter] = Registry("adapter", entries={
 })
 
 
-def make_adapter(model: Any, cfg: Mapping[str, Any], model_layers: Sequence[int] | None = None) -> Adapter:
-    """A new adapter of kind ``adapter.kind`` on ``model`` (``model_layers``: the model config's
-    default blocks, for an adapter that edits chosen blocks)."""
-    return ADAPTERS.get(cfg.get("kind")).create(model, cfg, model_layers)
+def make_adapter(model: Any, settings: AdapterSettings, model_layers: Sequence[int] | None = None) -> Adapter:
+    """A new adapter of kind ``settings.kind`` on ``model`` (``settings``: the settings check's
+    ``Settings.adapter``; ``model_layers``: the model config's default blocks, for an adapter
+    that edits chosen blocks)."""
+    return ADAPTERS.get(settings.kind).create(model, settings, model_layers)
 
 
 def load_adapter(model: Any, directory: str | Path, trainable: bool = False) -> Adapter:

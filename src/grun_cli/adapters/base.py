@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from grun_cli.errors import GrunError
 from grun_cli.integrity import digests, read_json, verify
+from grun_cli.settings import ADAPTER_SETTINGS, AdapterSettings, parse
 
 CONFIG_FILE = "grun_adapter.json"
 
@@ -94,24 +95,31 @@ class Adapter(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, model: Any, cfg: Mapping[str, Any]) -> None:
+    def __init__(self, model: Any, settings: AdapterSettings) -> None:
+        """``settings``: the adapter group, validated (``ADAPTER_SETTINGS[kind]``)."""
         self.model = model
-        self.cfg = plain(cfg)  # saved in grun_adapter.json: lists as lists, not their repr
+        self.settings = settings
+        self.cfg = settings.plain()  # saved in grun_adapter.json (and what a saved adapter is rebuilt from)
         self.base_parameters = count_parameters(model.parameters())
 
     # -- made and restored (adapters.make_adapter / load_adapter) --------------------------
     @classmethod
-    def create(cls, model: Any, cfg: Mapping[str, Any], model_layers: Sequence[int] | None = None) -> Adapter:
+    def create(cls, model: Any, settings: AdapterSettings, model_layers: Sequence[int] | None = None) -> Adapter:
         """A new adapter on ``model``; ``model_layers``: the model's default blocks, for an
         adapter that edits chosen blocks."""
-        return cls(model, cfg)
+        return cls(model, settings)
+
+    @classmethod
+    def saved_settings(cls, saved: Mapping[str, Any]) -> AdapterSettings:
+        """The settings a saved adapter was made with (its grun_adapter.json's ``config``)."""
+        return parse(ADAPTER_SETTINGS[cls.kind], saved["config"], "adapter")
 
     @classmethod
     def from_saved(cls, model: Any, saved: Mapping[str, Any], directory: Path, trainable: bool = False) -> Adapter:
         """The adapter saved in ``directory`` (``saved``: its grun_adapter.json) back on its base
         model, refusing a different base."""
         check_base(saved["base_model"], model, directory)
-        adapter = cls(model, saved["config"])
+        adapter = cls(model, cls.saved_settings(saved))
         adapter.load_weights(directory, trainable=trainable)
         return adapter
 
@@ -249,19 +257,6 @@ def read_adapter_config(directory: Path) -> dict[str, Any]:
         raise GrunError(f"{path} names no adapter kind and config; copy the folder again or rerun it")
     verify(directory, saved.get("files"), CONFIG_FILE)
     return saved
-
-
-def plain(value: Any) -> Any:
-    """A config (an OmegaConf node or nested mappings / lists) as plain dicts and lists."""
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(value):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 def check_base(saved: Mapping[str, Any], model: Any, directory: Path) -> None:

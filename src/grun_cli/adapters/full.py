@@ -14,6 +14,7 @@ from typing import Any
 
 from grun_cli.adapters.base import Adapter, decoder_layers
 from grun_cli.errors import GrunError
+from grun_cli.settings import FullSettings
 
 
 class FullAdapter(Adapter):
@@ -22,16 +23,16 @@ class FullAdapter(Adapter):
     @classmethod
     def from_saved(cls, model: Any, saved: Mapping[str, Any], directory: Path, trainable: bool = False) -> FullAdapter:
         """The folder holds the whole fine-tuned model, which ``model`` already is (no base to check)."""
-        return cls(model, saved["config"])
+        return cls(model, cls.saved_settings(saved))
 
-    def __init__(self, model: Any, cfg: Mapping[str, Any]) -> None:
-        super().__init__(model, cfg)
+    def __init__(self, model: Any, settings: FullSettings) -> None:
+        super().__init__(model, settings)
         self.frozen: Any = None
-        layers, modules = cfg.get("layers"), cfg.get("modules")
+        layers, modules = settings.layers, settings.modules
         self.update_layers: list[int] = []
         if layers is None and not modules:
             model.requires_grad_(True)
-            self._freeze(model, list(cfg.get("freeze") or []))
+            self._freeze(model, list(settings.freeze))
             return
         blocks = decoder_layers(model)
         chosen = list(range(len(blocks))) if layers is None else [layers] if isinstance(layers, int) else list(layers)

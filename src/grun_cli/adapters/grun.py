@@ -21,10 +21,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from grun_cli.adapters.base import Adapter, decoder_layers
-from grun_cli.errors import HALF_PRECISION, HALF_PRECISION_ERROR, GrunError
+from grun_cli.errors import GrunError
+from grun_cli.settings import GrunSettings
 
 GATES = ("linear", "mlp")
-COMBINES = ("sum", "official")
 STACK_DIR = "stack"
 
 
@@ -97,13 +97,13 @@ class GrunAdapter(Adapter):
     kind = "grun"
 
     @classmethod
-    def create(cls, model: Any, cfg: Mapping[str, Any], model_layers: Sequence[int] | None = None) -> GrunAdapter:
-        return cls(model, cfg, layers=model_layers)
+    def create(cls, model: Any, settings: GrunSettings, model_layers: Sequence[int] | None = None) -> GrunAdapter:
+        return cls(model, settings, layers=model_layers)
 
-    def __init__(self, model: Any, cfg: Mapping[str, Any], layers: Sequence[int] | None = None) -> None:
-        super().__init__(model, cfg)
+    def __init__(self, model: Any, settings: GrunSettings, layers: Sequence[int] | None = None) -> None:
+        super().__init__(model, settings)
         blocks = decoder_layers(model)
-        raw = cfg.get("layers") or layers or default_layers(len(blocks))
+        raw = settings.layers or layers or default_layers(len(blocks))
         chosen = [raw] if isinstance(raw, int) else list(raw)
         if not chosen or any(not isinstance(i, int) or not 0 <= i < len(blocks) for i in chosen) \
                 or len(set(chosen)) != len(chosen):
@@ -111,27 +111,22 @@ class GrunAdapter(Adapter):
                             f"0..{len(blocks) - 1}, e.g. adapter.layers=[{len(blocks) - 1}]")
         self.layers = sorted(chosen)
         self.cfg["layers"] = self.layers
-        self.rank = int(cfg.get("rank", 4))
-        self.gate_kind = str(cfg.get("gate", "linear"))
-        self.gate_weight = float(cfg.get("gate_weight", 10.0))
+        self.rank = int(settings.rank)
+        self.gate_kind = str(settings.gate)
+        self.gate_weight = float(settings.gate_weight)
         hidden = int(model.config.hidden_size)
         if not 0 < self.rank <= hidden:
             raise GrunError(f"adapter.rank={self.rank} must be in 1..{hidden}")
         model.requires_grad_(False)
         first = next(model.parameters())
         device = first.device
-        name = str(cfg.get("dtype") or "float32")
-        if name not in ("auto", "float32", "bfloat16", "float16"):
-            raise GrunError(f"adapter.dtype={name} is not one of auto, float32, bfloat16, float16")
-        if name in HALF_PRECISION:
-            raise GrunError(HALF_PRECISION_ERROR.format(name=name))
         # auto: the model's dtype where the rotation can be computed in it, float32 for a half model
-        dtype = first.dtype if name == "auto" and first.dtype in (torch.float32, torch.float64) else torch.float32
-        self.combine = str(cfg.get("combine") or "sum")
-        if self.combine not in COMBINES:
-            raise GrunError(f"adapter.combine={self.combine} is not one of {', '.join(COMBINES)}")
-        self.combine_coeff = float(cfg.get("combine_coeff", 0.6))
-        self.combine_bias = float(cfg.get("combine_bias", 0.6))
+        # (half precision itself the settings refuse: the rotation has no half kernels)
+        dtype = first.dtype if settings.dtype == "auto" and first.dtype in (torch.float32, torch.float64) \
+            else torch.float32
+        self.combine = str(settings.combine)
+        self.combine_coeff = float(settings.combine_coeff)
+        self.combine_bias = float(settings.combine_bias)
         self.edits = nn.ModuleDict({str(i): GatedLoReFT(hidden, self.rank, self.gate_kind, dtype)
                                     for i in self.layers}).to(device)
         # Attached so .to(), .train() and the HF Trainer see the edit as part of the model.

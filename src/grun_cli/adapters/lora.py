@@ -6,11 +6,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from grun_cli.adapters.base import Adapter, check_base
+from grun_cli.settings import LoraSettings
+
+
+@contextlib.contextmanager
+def _peft_quiet() -> Iterator[None]:
+    """peft asks the model ``is_gradient_checkpointing``, which transformers 5 deprecates with a
+    FutureWarning on every LoRA run; the name is peft's to change, not the user's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 class LoraAdapter(Adapter):
@@ -18,19 +29,20 @@ class LoraAdapter(Adapter):
     continuing = False  # a later request of a sequence: training goes on from this LoRA
     frozen: Any = None  # its live reference (a frozen copy), made at prepare()
 
-    def __init__(self, model: Any, cfg: Mapping[str, Any]) -> None:
+    def __init__(self, model: Any, settings: LoraSettings) -> None:
         from peft import LoraConfig, get_peft_model
 
-        super().__init__(model, cfg)
-        target = cfg.get("target_modules") or "all-linear"
+        super().__init__(model, settings)
+        target = settings.target_modules
         config = LoraConfig(
-            r=int(cfg.get("rank", 4)),
-            lora_alpha=float(cfg.get("alpha", 32)),
-            lora_dropout=float(cfg.get("dropout", 0.05)),
+            r=int(settings.rank),
+            lora_alpha=float(settings.alpha),
+            lora_dropout=float(settings.dropout),
             target_modules=target if isinstance(target, str) else list(target),
             task_type="CAUSAL_LM",
         )
-        self.model = get_peft_model(model, config)
+        with _peft_quiet():
+            self.model = get_peft_model(model, config)
 
     def trainable_parameters(self) -> list[Any]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -76,13 +88,14 @@ class LoraAdapter(Adapter):
     @classmethod
     def from_saved(cls, model: Any, saved: Mapping[str, Any], directory: Path, trainable: bool = False) -> LoraAdapter:
         check_base(saved["base_model"], model, directory)
-        return cls.load(model, saved["config"], directory, trainable=trainable)
+        return cls.load(model, cls.saved_settings(saved), directory, trainable=trainable)
 
     @classmethod
-    def load(cls, model: Any, cfg: Mapping[str, Any], directory: Path, trainable: bool = False) -> LoraAdapter:
+    def load(cls, model: Any, settings: LoraSettings, directory: Path, trainable: bool = False) -> LoraAdapter:
         from peft import PeftModel
 
         self = cls.__new__(cls)
-        Adapter.__init__(self, model, cfg)
-        self.model = PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+        Adapter.__init__(self, model, settings)
+        with _peft_quiet():
+            self.model = PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
         return self

@@ -10,13 +10,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from grun_cli.commands.context import run_dir
+from grun_cli.settings_check import read_settings
 from grun_cli.train.finetune import run_finetune
 
 
 def finetune(cfg: DictConfig) -> dict[str, Any]:
     """The `grun finetune` command: train into Hydra's run directory and report."""
     out = run_dir()
-    metrics = run_finetune(cfg, out, track=True)
+    metrics = run_finetune(cfg, read_settings(cfg, "finetune").train, out, track=True)
     if metrics:  # empty on the other ranks of a data-parallel launch: rank 0 reports
         _report(metrics, out, str(out / "checkpoint") if cfg.save_model else None)
     return metrics

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, open_dict
 from grun_cli.commands.context import run_dir
 from grun_cli.errors import GrunError, first_line
 from grun_cli.io_utils import atomic_write_text
+from grun_cli.settings_check import read_settings
 from grun_cli.sweep.records import read_sweep, refresh_trials_file, swept_params, write_trial
 from grun_cli.sweep.select import objectives
 
@@ -84,7 +85,7 @@ def trial(cfg: DictConfig) -> dict[str, Any]:
         cfg.logger.job_type = "trial"
     log.info("trial %d: %s", record["number"], " ".join(f"{k}={v}" for k, v in record["params"].items()) or "(no params)")
     try:
-        metrics = run_unlearn(cfg, out)
+        metrics = run_unlearn(cfg, read_settings(cfg, "unlearn"), out)  # (checked before the first trial)
         record["metrics"] = metrics
         record["objectives"] = {name: obj.value(metrics) for name, obj in objectives(cfg.sweep.objective).items()}
         bad = [cfg.sweep.objective[n].metric for n, v in record["objectives"].items() if not math.isfinite(v)]

@@ -12,12 +12,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from grun_cli.commands.context import run_dir
+from grun_cli.settings_check import read_settings
 from grun_cli.unlearning.run import run_unlearn
 
 
 def unlearn(cfg: DictConfig) -> dict[str, Any]:
     out = run_dir()
-    metrics = run_unlearn(cfg, out)
+    metrics = run_unlearn(cfg, read_settings(cfg, "unlearn"), out)
     if metrics:  # empty on the other ranks of a data-parallel launch: rank 0 reports
         _report(metrics, out)
     return metrics

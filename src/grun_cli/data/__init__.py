@@ -6,22 +6,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from grun_cli.data.source import QASource
+from grun_cli.data.source import QASource, Source
 from grun_cli.registry import Registry
 
-__all__ = ["SOURCES", "QASource", "make_source"]
+__all__ = ["SOURCES", "QASource", "Source", "make_source"]
 
 
 #: each data set's source class, imported when used; a text corpus (``data.kind: text``) of
 #: any name is read by the text source
-SOURCES: Registry[Any] = Registry("data set", entries={
+SOURCES: Registry[Source] = Registry("data set", entries={
     "tofu": "grun_cli.data.tofu:TofuSource",
     "synthetic": "grun_cli.data.synthetic:SyntheticSource",
     "wmdp": "grun_cli.data.text:TextSource",
 })
 
 
-def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> Any:
+def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> Source:
     """Build the data source named by ``data.name`` (QA: tofu, synthetic; text: wmdp)."""
     name = "wmdp" if cfg.get("kind") == "text" else cfg.get("name")
     return SOURCES.get(name)(cfg, data_root=data_root)

@@ -13,7 +13,7 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from grun_cli.data.splits import (
     ALL_SPLITS,
@@ -27,6 +27,38 @@ from grun_cli.errors import GrunError
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """The data seam the engines read: QA rows in TOFU's schema (``QASource``: TOFU, the
+    synthetic authors; ``kind = "qa"``) or text corpora with held-out texts (``TextSource``:
+    WMDP; ``kind = "text"``). What differs by kind (a probe's answer probability or held-out
+    NLL, TOFU's metrics or lm-eval's) the engines decide from ``kind``; everything else they
+    read through these members alone."""
+
+    name: str
+    kind: str  # "qa" | "text"
+    forget_split: str  # a split name (QA) or the forget corpora joined by "+" (text)
+    retain_split: str
+
+    def resolve(self, split: str) -> str:
+        """The concrete split a name stands for (``forget`` / ``retain`` aliases, checked)."""
+
+    def rows(self, split: str) -> list[Row]:
+        """The rows of a split: QA pairs with ``index`` and ``author``, or texts with their cut."""
+
+    def describe(self) -> str:
+        """Where the data comes from, for logs and run cards."""
+
+    def tokenizer_corpus(self) -> list[str]:
+        """Texts a tokenizer is trained on (the tiny model's)."""
+
+    def encode_for_training(self, tokenizer: Any, template: Any, row: Row, max_length: int) -> dict[str, Any]:
+        """One row as fine-tuning features (labels on the answer / the text after its cut)."""
+
+    def encode_for_unlearning(self, tokenizer: Any, template: Any, row: Row, max_length: int) -> dict[str, Any]:
+        """One row as unlearning features, with the position GRUN edits."""
 
 
 class QASource(ABC):

@@ -120,7 +120,8 @@ def retain_logs_setting(cfg: DictConfig, plan: Any = None) -> str | None:
     return str(published) if plan is not None and plan.source == "published" else None
 
 
-def resolve_reference(cfg: DictConfig, evaluate: Callable[[Any], dict[str, Any]]) -> tuple[dict | None, str]:
+def resolve_reference(cfg: DictConfig, evaluate: Callable[[Any], dict[str, Any]],
+                      plan: Any = None) -> tuple[dict | None, str]:
     """The retain model's logs and where they came from.
 
     ``eval.retain_logs`` wins; for a target grun fine-tuned (the tiny model, model=smollm2,
@@ -128,7 +129,7 @@ def resolve_reference(cfg: DictConfig, evaluate: Callable[[Any], dict[str, Any]]
     evaluated with ``evaluate(model_cfg)``; otherwise there is none (forget quality is n/a).
     """
     split = cfg.data.get("forget_split")
-    plan = _plan(cfg)
+    plan = plan if plan is not None else _plan(cfg)
     given = retain_logs_setting(cfg, plan)
     if given:
         return read_logs(given, split), given

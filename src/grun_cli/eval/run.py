@@ -80,11 +80,12 @@ def prompt_attack_gates(cfg: DictConfig, adapter: Any, tokenizer: Any, template:
 
 def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
                     adapter: Any = None, tracker: Tracker | None = None,
-                    forget_groups: Mapping[str, Sequence[int]] | None = None) -> tuple[dict[str, Any], str]:
+                    forget_groups: Mapping[str, Sequence[int]] | None = None,
+                    plan: Any = None) -> tuple[dict[str, Any], str]:
     """Evaluate one model on TOFU; write TOFU_EVAL.json into ``out``; return the headline
     metrics (plus gate diagnostics for GRUN) and where the forget-quality reference came from.
     ``forget_groups`` (name -> authors, e.g. a sequence's requests) adds each group's forget
-    metrics (``group_summary``)."""
+    metrics (``group_summary``). ``plan``: the run's target plan, when the caller made it."""
     from grun_cli.eval.gates import gate_report
     from grun_cli.eval.reference import LOG_FILE, resolve_reference, write_logs
     from grun_cli.eval.tofu import Evaluator, eval_sets, summarise
@@ -103,7 +104,7 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
         return Evaluator(ref.model, ref.tokenizer, template, {**plain_eval(cfg), "attacks": []},
                          max_length).run(sets)
 
-    reference, ref_source = resolve_reference(cfg, evaluate_reference)
+    reference, ref_source = resolve_reference(cfg, evaluate_reference, plan)
     metrics: dict[str, Any] = summarise(logs, reference)
     if forget_groups:
         from grun_cli.eval.tofu import group_summary
@@ -181,12 +182,12 @@ def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any
     return metrics
 
 
-def check_evaluation(cfg: DictConfig, source: Any, adapter: str | None = None) -> None:
+def check_evaluation(cfg: DictConfig, source: Any, adapter: str | None = None, plan: Any = None) -> None:
     """Refuse, before any training, an evaluation that cannot run on this data / these tasks
-    (or these attacks on a run trained with ``adapter``)."""
+    (or these attacks on a run trained with ``adapter``; ``plan``: the run's target plan)."""
     from grun_cli.eval.attacks import problems
 
-    kind = str(cfg.eval.get("kind", "tofu"))
+    kind = str(cfg.eval.kind)
     if kind not in ("tofu", "lm_eval"):
         raise GrunError(f"eval.kind={kind} is not one of tofu, lm_eval")
     found = problems(cfg.eval.get("attacks"), cfg.eval.get("attack_settings"), kind, adapter)
@@ -197,7 +198,7 @@ def check_evaluation(cfg: DictConfig, source: Any, adapter: str | None = None) -
                         "use eval=wmdp")
     from grun_cli.eval.reference import read_logs, retain_logs_setting
 
-    logs = retain_logs_setting(cfg) if kind == "tofu" else None
+    logs = retain_logs_setting(cfg, plan) if kind == "tofu" else None
     if logs:  # read and matched now, not after the evaluation
         from grun_cli.eval.tofu import check_reference_questions, eval_sets
 
@@ -212,12 +213,14 @@ def check_evaluation(cfg: DictConfig, source: Any, adapter: str | None = None) -
 
 def run_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, source: Any,
                    adapter: Any = None, tracker: Tracker | None = None, text_nll: bool = True,
-                   forget_groups: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+                   forget_groups: Mapping[str, Sequence[int]] | None = None, plan: Any = None) -> dict[str, Any]:
     """The evaluation ``eval.kind`` names: tofu or lm_eval (checked by check_evaluation first).
-    ``forget_groups``: TOFU's forget metrics per group of authors too (tofu_evaluation)."""
-    if str(cfg.eval.get("kind", "tofu")) == "tofu":
+    ``forget_groups``: TOFU's forget metrics per group of authors too (tofu_evaluation);
+    ``plan``: the run's target plan (models/resolve.py), made once by the caller."""
+    if str(cfg.eval.kind) == "tofu":
         metrics, ref_source = tofu_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source,
-                                              adapter=adapter, tracker=tracker, forget_groups=forget_groups)
+                                              adapter=adapter, tracker=tracker, forget_groups=forget_groups,
+                                              plan=plan)
         return {**metrics, "forget_quality_reference": ref_source}
     return harness_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
                               tracker=tracker, text_nll=text_nll)

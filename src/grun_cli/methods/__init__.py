@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from grun_cli.methods.base import Method, ModelAccess
 from grun_cli.registry import Registry
+from grun_cli.settings import MethodSettings
 
 METHODS: Registry[Method] = Registry("method", __name__, skip=("base", "losses"))
 register = METHODS.register
@@ -16,8 +14,10 @@ def available() -> list[str]:
     return METHODS.names()
 
 
-def make_method(cfg: Mapping[str, Any]) -> Method:
-    return METHODS.get(cfg.get("name"))(cfg)
+def make_method(settings: MethodSettings) -> Method:
+    """The method ``settings.name`` (settings validated as its ``settings_type``: the settings
+    check's ``Settings.method``)."""
+    return METHODS.get(settings.name)(settings)
 
 
 __all__ = ["METHODS", "Method", "ModelAccess", "available", "make_method", "register"]

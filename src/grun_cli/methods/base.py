@@ -17,8 +17,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
-from grun_cli.errors import GrunError
-from grun_cli.logprobs import REDUCTIONS, answer_nll, sequence_nll
+from grun_cli.logprobs import answer_nll, sequence_nll
+from grun_cli.settings import MethodSettings, NllMethodSettings
 
 Inputs = Mapping[str, Any]
 Batch = Mapping[str, Inputs]
@@ -54,7 +54,8 @@ class Method(ABC):
     #: reference values read, by batch part: "nll" (reference_nll) or "hidden" (reference_hidden)
     references: ClassVar[Mapping[str, str]] = {}
     needs_idk: ClassVar[bool] = False  # wants batch["idk"]: forget questions with IDK answers
-    default_retain_weight: ClassVar[float] = 1.0
+    #: the type of the method's settings (its conf/method/<name>.yaml): its own options typed
+    settings_type: ClassVar[type[MethodSettings]] = NllMethodSettings
 
     @property
     def needs_reference(self) -> bool:
@@ -62,20 +63,14 @@ class Method(ABC):
         frozen copy unless the values are cached)."""
         return bool(self.references)
 
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
-        if "beta" in cfg and not float(cfg["beta"]) > 0:
-            raise GrunError(f"method.beta={cfg['beta']}: the inverse temperature must be > 0")
-        self.forget_weight = float(cfg.get("forget_weight", 1.0))
-        self.reduction = str(cfg.get("reduction", "mean"))
-        if self.reduction not in REDUCTIONS:
-            raise GrunError(f"method.reduction={self.reduction}: choose one of {', '.join(REDUCTIONS)}")
-        rw = cfg.get("retain_weight")
-        self.retain_weight = float(self.default_retain_weight if rw is None else rw)
-        if self.retain_weight < 0 or self.forget_weight < 0:
-            raise GrunError(
-                f"method.{self.name}: forget_weight and retain_weight must be >= 0 "
-                f"(got {self.forget_weight}, {self.retain_weight})"
-            )
+    def __init__(self, settings: MethodSettings) -> None:
+        """``settings``: validated by the settings check (its ``settings`` type); the method
+        reads them as they are."""
+        self.settings = settings
+        self.forget_weight = float(settings.forget_weight)
+        self.retain_weight = float(settings.retain_weight)
+        #: how answer NLL terms are reduced (a method without NLL terms, RMU, has none)
+        self.reduction: str | None = getattr(settings, "reduction", None)
 
     @abstractmethod
     def forget_loss(self, batch: Batch, model: ModelAccess) -> Any:

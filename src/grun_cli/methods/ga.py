@@ -11,7 +11,6 @@ from grun_cli.methods.base import Batch, Method, ModelAccess
 
 @register("ga")
 class GradientAscent(Method):
-    default_retain_weight = 0.0
 
     def forget_loss(self, batch: Batch, model: ModelAccess) -> Any:
         inputs = batch["forget"]

@@ -8,4 +8,4 @@ from grun_cli.methods.ga import GradientAscent
 
 @register("gd")
 class GradientDifference(GradientAscent):
-    default_retain_weight = 1.0
+    """GA with the retain term (conf/method/gd.yaml: retain_weight 1)."""

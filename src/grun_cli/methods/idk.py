@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from grun_cli.logprobs import answer_nll, sequence_nll
 from grun_cli.methods import register
 from grun_cli.methods.base import Batch, Method, ModelAccess
+from grun_cli.settings import NllMethodSettings
+
+
+class IdkSettings(NllMethodSettings):
+    idk_answers: str | None  # a file of refusals, one per line; null: the built-in list
+    pool: bool
 
 
 @register("idk")
@@ -19,9 +24,11 @@ class IDK(Method):
 
     needs_idk = True
 
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
-        super().__init__(cfg)
-        self.pool = bool(cfg.get("pool", False))
+    settings_type = IdkSettings
+
+    def __init__(self, settings: IdkSettings) -> None:
+        super().__init__(settings)
+        self.pool = bool(settings.pool)
 
     def forget_loss(self, batch: Batch, model: ModelAccess) -> Any:
         inputs = batch["idk"]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from grun_cli.methods import register
 from grun_cli.methods.base import Batch, Method, ModelAccess, forget_nll, reference_nll
 from grun_cli.methods.losses import dpo_loss
+from grun_cli.settings import NllMethodSettings, Positive
+
+
+class IdkDpoSettings(NllMethodSettings):
+    beta: Positive
+    idk_answers: str | None  # a file of refusals, one per line; null: the built-in list
 
 
 @register("idkdpo")
@@ -15,9 +20,11 @@ class IdkDPO(Method):
     references = {"forget": "nll", "idk": "nll"}
     needs_idk = True
 
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
-        super().__init__(cfg)
-        self.beta = float(cfg.get("beta", 0.1))
+    settings_type = IdkDpoSettings
+
+    def __init__(self, settings: IdkDpoSettings) -> None:
+        super().__init__(settings)
+        self.beta = float(settings.beta)
 
     def forget_loss(self, batch: Batch, model: ModelAccess) -> Any:
         win = reference_nll(batch, model, "idk") - forget_nll(batch, model, "idk")[0]

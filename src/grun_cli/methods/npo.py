@@ -5,21 +5,27 @@ The reference is the starting model: for GRUN/LoRA the same network with the edi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from grun_cli.methods import register
 from grun_cli.methods.base import Batch, Method, ModelAccess, forget_nll, reference_nll
 from grun_cli.methods.losses import npo_loss
+from grun_cli.settings import NllMethodSettings, Positive
+
+
+class NpoSettings(NllMethodSettings):
+    beta: Positive  # NPO's inverse temperature
 
 
 @register("npo")
 class NPO(Method):
     references = {"forget": "nll"}
 
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
-        super().__init__(cfg)
-        self.beta = float(cfg.get("beta", 0.1))
+    settings_type = NpoSettings
+
+    def __init__(self, settings: NpoSettings) -> None:
+        super().__init__(settings)
+        self.beta = float(settings.beta)
 
     def forget_loss(self, batch: Batch, model: ModelAccess) -> Any:
         nll, _ = forget_nll(batch, model)

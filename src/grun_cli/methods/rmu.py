@@ -13,37 +13,35 @@ GRUN code). ``control``: one vector ``shared`` by every forget corpus (official 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from grun_cli.errors import GrunError
 from grun_cli.logprobs import IGNORE_INDEX
 from grun_cli.methods import register
 from grun_cli.methods.base import Batch, Inputs, Method, ModelAccess
 from grun_cli.methods.losses import control_vectors, masked_mse
+from grun_cli.settings import MethodSettings, Positive
 
-POSITIONS = ("all", "labels")
-CONTROLS = ("shared", "per_corpus")
+
+class RmuSettings(MethodSettings):
+    layer: int | None  # the decoder block read; null: the last block the adapter edits / updates
+    steering_coeff: Positive
+    positions: Literal["all", "labels"]
+    control: Literal["shared", "per_corpus"]
+    control_seed: int
 
 
 @register("rmu")
 class RMU(Method):
     references = {"retain": "hidden"}
-    default_retain_weight = 100.0  # RMU's alpha (rmu/unlearn.py default)
+    settings_type = RmuSettings
 
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
-        super().__init__(cfg)
-        self.layer = None if cfg.get("layer") is None else int(cfg["layer"])
-        self.steering_coeff = float(cfg.get("steering_coeff", 20.0))
-        self.seed = int(cfg.get("control_seed", 0))
-        self.positions = str(cfg.get("positions", "all"))
-        self.control = str(cfg.get("control", "shared"))
-        if self.positions not in POSITIONS:
-            raise GrunError(f"method.positions={self.positions} is not one of {', '.join(POSITIONS)}")
-        if self.control not in CONTROLS:
-            raise GrunError(f"method.control={self.control} is not one of {', '.join(CONTROLS)}")
-        if self.steering_coeff <= 0:
-            raise GrunError(f"method.steering_coeff={self.steering_coeff} must be > 0")
+    def __init__(self, settings: RmuSettings) -> None:
+        super().__init__(settings)
+        self.layer = settings.layer
+        self.steering_coeff = float(settings.steering_coeff)
+        self.seed = int(settings.control_seed)
+        self.positions = str(settings.positions)
+        self.control = str(settings.control)
         self._vectors: Any = None
 
     def mask(self, inputs: Inputs) -> Any:

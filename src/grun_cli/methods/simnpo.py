@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from grun_cli.methods import register
 from grun_cli.methods.base import Batch, Method, ModelAccess, forget_nll
 from grun_cli.methods.losses import simnpo_loss
+from grun_cli.settings import NllMethodSettings, Positive
+
+
+class SimNpoSettings(NllMethodSettings):
+    beta: Positive
+    delta: float  # the reward margin gamma of the SimNPO paper
 
 
 @register("simnpo")
 class SimNPO(Method):
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
-        super().__init__(cfg)
-        self.beta = float(cfg.get("beta", 4.5))
-        self.delta = float(cfg.get("delta", 0.0))
+    settings_type = SimNpoSettings
+
+    def __init__(self, settings: SimNpoSettings) -> None:
+        super().__init__(settings)
+        self.beta = float(settings.beta)
+        self.delta = float(settings.delta)
 
     def forget_loss(self, batch: Batch, model: ModelAccess) -> Any:
         nll, n_tokens = forget_nll(batch, model)

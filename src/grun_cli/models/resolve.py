@@ -189,7 +189,7 @@ def plan_target(cfg: DictConfig) -> TargetPlan:
     elif not Path(str(given)).expanduser().exists():
         plan.steps.append(f"download {given} from the Hugging Face Hub ({tofu.get('size', 'model weights')})")
     plan.steps.append(f"fine-tune it on {data_name} split full (the target; cached in {cfg.paths.cache_dir})")
-    if cfg.eval.get("enabled", True) and not cfg.eval.get("retain_logs"):
+    if cfg.eval.enabled and not cfg.eval.retain_logs:
         plan.steps.append(f"fine-tune it on the retain split of {forget} and evaluate it (the forget-quality "
                           "reference; cached)")
     else:

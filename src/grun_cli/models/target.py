@@ -47,18 +47,21 @@ def recipe_hash(ft: DictConfig) -> str:
         plain.pop(key, None)
     for key in ("grun_layers", "rmu", "device", "device_map", "tofu", "default_data", "num_layers"):  # not changing the trained weights
         plain["model"].pop(key, None)
-    if "templates" in plain["model"]:  # the template chosen, not the ones offered
+    if plain["model"].get("templates"):  # the template chosen, not the ones offered
         plain["model"]["template"] = dataclasses.asdict(PromptTemplate.for_model(plain["model"]))
-        plain["model"].pop("templates")
+    plain["model"].pop("templates", None)
     if "offline_copy" in plain["model"]:  # Hub or packaged weights: which one this base really is
         plain["model"]["weights"] = weights_id(plain["model"]) or "hub"
         plain["model"].pop("offline_copy")
+    else:  # no packaged copy: the one set of weights, whatever model.weights says
+        plain["model"].pop("weights", None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def ensure_finetuned(cfg: DictConfig, split: str) -> Path:
     """Folder of the cached tiny model fine-tuned on ``split`` of this run's data (built on
     first use with `grun finetune`'s code): checkpoint/, metrics.json, run_card.json."""
+    from grun_cli.settings import Train, parse
     from grun_cli.train.finetune import run_finetune
 
     ft = finetune_config(cfg, split)
@@ -78,7 +81,8 @@ def ensure_finetuned(cfg: DictConfig, split: str) -> Path:
             return folder
         log.info("no %s for this data yet: fine-tuning one into %s (cached)", what, folder)
         with atomic_dir(folder) as tmp:
-            run_finetune(ft, tmp, track=False)
+            run_finetune(ft, parse(Train, OmegaConf.to_container(ft.train, resolve=True), "train"), tmp,
+                         track=False)
     return folder
 
 
@@ -88,13 +92,15 @@ def with_checkpoint(model_cfg: Any, folder: Path) -> Any:
     return OmegaConf.create(model)
 
 
-def ensure_target(cfg: DictConfig) -> Any:
-    """The model config to load, as models/resolve.py plans it: ``cfg.model`` itself (a TOFU
-    fine-tune, or any model for WMDP), a published TOFU target, or a cached fine-tuned target
-    built on first use (the tiny model, or target.source=finetune)."""
-    from grun_cli.models.resolve import plan_target
+def ensure_target(cfg: DictConfig, plan: Any = None) -> Any:
+    """The model config to load, as models/resolve.py plans it (``plan``: the run's plan, when
+    the caller made it): ``cfg.model`` itself (a TOFU fine-tune, or any model for WMDP), a
+    published TOFU target, or a cached fine-tuned target built on first use (the tiny model, or
+    target.source=finetune)."""
+    if plan is None:
+        from grun_cli.models.resolve import plan_target
 
-    plan = plan_target(cfg)
+        plan = plan_target(cfg)
     if plan.source in ("tiny", "finetune"):
         return with_checkpoint(cfg.model, ensure_finetuned(cfg, "full"))
     if plan.source == "published":

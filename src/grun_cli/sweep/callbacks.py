@@ -46,7 +46,7 @@ _PROBE_PREFIXES = ("before_", "after_", "gate_", "trainable_", "train_", "wall_t
 def _check_metrics_exist(job: DictConfig, objective: dict[str, Any]) -> None:
     """An objective read from the evaluation needs the evaluation: refuse eval.enabled=false
     with one (every trial would fail after training)."""
-    if job.eval.get("enabled", True):
+    if job.eval.enabled:
         return
     for name, obj in objective.items():
         if not obj.metric.startswith(_PROBE_PREFIXES):

@@ -44,7 +44,7 @@ def evaluate_target(cfg: DictConfig, out: Path) -> None:
         metrics = run_evaluation(cfg, tmp, model=loaded.model, tokenizer=loaded.tokenizer, source=source)
         config = OmegaConf.to_container(cfg, resolve=True)
         record_run(tmp, "eval", config, metrics, wall_time_s=round(time.time() - started, 1), role="target",
-                   model=loaded.describe(), evaluation=str(cfg.eval.get("kind", "tofu")),
+                   model=loaded.describe(), evaluation=str(cfg.eval.kind),
                    data={"source": source.describe(), "forget_split": source.forget_split})
 
 
@@ -79,8 +79,8 @@ def wanted(cfg: DictConfig, launcher_target: str) -> bool:
     """Whether the sweep's start should evaluate the target itself: ``sweep.references``
     true / false, or auto = yes unless the trials go to Slurm with a model that is not the
     tiny one (then the submitting login node would load it: give select.target instead)."""
-    setting = cfg.sweep.get("references", "auto")
-    if not cfg.eval.get("enabled", True) or setting is False:
+    setting = cfg.sweep.references
+    if not cfg.eval.enabled or setting is False:
         return False
     if setting == "auto" and "Slurm" in launcher_target and cfg.model.name != "tiny":
         log.warning("Slurm sweep of model=%s: the target is not evaluated on this node; without select.target "
@@ -94,8 +94,9 @@ def ensure_references(cfg: DictConfig, sweep_dir: Path) -> dict[str, Path]:
     model) in ``<sweep>/references``; reused when present, cached across sweeps for tiny."""
     refs = Path(sweep_dir) / REFERENCES
     target = refs / "target"
-    if cfg.get("select", {}).get("target"):
-        adopt_target(cfg.select.target, target)
+    given = OmegaConf.select(cfg, "select.target")  # a sweep's (grun repro's unlearn config has no select)
+    if given:
+        adopt_target(given, target)
     if not _cached(target):
         cache = None
         if cfg.model.name == "tiny" and not cfg.model.get("name_or_path"):
@@ -109,7 +110,7 @@ def ensure_references(cfg: DictConfig, sweep_dir: Path) -> dict[str, Path]:
             shutil.copytree(cache, target, dirs_exist_ok=True)
     out = {"target": target}
     retain = refs / "retain"
-    if str(cfg.eval.get("kind", "tofu")) == "tofu" and (_cached(retain) or retain_from_logs(cfg, target, retain)):
+    if str(cfg.eval.kind) == "tofu" and (_cached(retain) or retain_from_logs(cfg, target, retain)):
         out["retain"] = retain
     return out
 

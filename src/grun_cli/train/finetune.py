@@ -23,7 +23,8 @@ from grun_cli.io_utils import atomic_dir, atomic_write_text
 from grun_cli.models.loading import load_model
 from grun_cli.models.template import PromptTemplate
 from grun_cli.runtime import plain_config, seed_everything
-from grun_cli.train.precision import keep_updates, training_flags
+from grun_cli.settings import Train
+from grun_cli.train.precision import keep_updates
 from grun_cli.train.run_card import record_run
 from grun_cli.train.tracking import Tracker, start_tracking, tracked
 
@@ -54,8 +55,9 @@ def memorisation_check(model: Any, tokenizer: Any, template: PromptTemplate, row
             "train_rouge_l_recall": statistics.fmean(rouge)}
 
 
-def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, Any]:
-    """Fine-tune per ``cfg`` and write checkpoint/, metrics.json and run_card.json into ``out``.
+def run_finetune(cfg: DictConfig, train_settings: Train, out: Path, track: bool = True) -> dict[str, Any]:
+    """Fine-tune per ``cfg`` (``train_settings``: its ``train`` group, validated) and write
+    checkpoint/, metrics.json and run_card.json into ``out``.
 
     Also used to build cached tiny targets for `grun unlearn` (track=False: no W&B run).
     """
@@ -92,12 +94,12 @@ def run_finetune(cfg: DictConfig, out: Path, track: bool = True) -> dict[str, An
 
     tracker = (start_tracking(cfg.logger, out, config, job_type="finetune", name=out.name)
                if track else Tracker())
-    master = keep_updates(model, cfg.train)
+    master = keep_updates(model, train_settings)
     sharded = sharding.requested()
     if sharded:
         sharding.shard(model, master)
-    train_cfg = training_flags(master, sharding.without_checkpoints(cfg.train) if sharded else cfg.train)
-    args = training_arguments(train_cfg, str(out / "trainer"), tracker.report_to, int(cfg.seed))
+    args = training_arguments(sharding.without_checkpoints(train_settings) if sharded else train_settings,
+                              str(out / "trainer"), tracker.report_to, int(cfg.seed), autocast=master.autocast)
     trainer = quiet_progress(Trainer(model=model, args=args, train_dataset=train_ds,
                                      data_collator=QACollator(tokenizer.pad_token_id), callbacks=[NaNGuard()]))
     log.info("fine-tuning %s (%.2fM parameters) on %d examples for %s",

@@ -25,6 +25,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from grun_cli.settings import Train
+
 log = logging.getLogger(__name__)
 
 #: below this lr a bfloat16 AdamW update is under half an ulp of a typical weight (|w| ~ 0.02)
@@ -68,18 +70,18 @@ def half_dtype(model: Any) -> Any:
     return next(iter(half)) if half else None
 
 
-def keep_updates(model: Any, train_cfg: Any) -> MasterWeights:
+def keep_updates(model: Any, train: Train) -> MasterWeights:
     """Upcast ``model``'s trainable half-precision parameters to float32 (``train.master_weights=
     fp32``), or warn that a pure half-precision run at a small lr loses most updates."""
     import torch
 
-    mode = str(train_cfg.get("master_weights", "fp32"))
+    mode = train.master_weights
     half = half_dtype(model)
     result = MasterWeights(mode, half)
     if half is None:
         return result
     if mode == "none":
-        lr = float(train_cfg["lr"])
+        lr = float(train.lr)
         if lr < ROUNDS_AWAY_BELOW_LR:
             log.warning("train.master_weights=none: training %s parameters at lr %g, where most AdamW updates round "
                         "to no change (docs/paper-scale.md, 'Precision'); train.master_weights=fp32 keeps them", half, lr)
@@ -92,11 +94,3 @@ def keep_updates(model: Any, train_cfg: Any) -> MasterWeights:
     log.info("master weights: %s trainable parameters in float32, the forward under %s autocast",
              f"{result.count:,}", str(half).removeprefix("torch."))
     return result
-
-
-def training_flags(master: MasterWeights, train_cfg: Any) -> dict[str, Any]:
-    """``train`` settings with the autocast flag the master weights need."""
-    flag = master.autocast
-    if flag is None:
-        return dict(train_cfg)
-    return {**dict(train_cfg), flag: True}

@@ -13,6 +13,7 @@ from transformers.trainer_callback import ProgressCallback
 from grun_cli.distributed import per_process_batch
 from grun_cli.errors import GrunError
 from grun_cli.scoring.likelihood import pad_batch
+from grun_cli.settings import Train
 
 log = logging.getLogger(__name__)
 STEPS_LOG = logging.getLogger("grun.steps")  # the run's log file only (conf/hydra/default.yaml)
@@ -43,7 +44,9 @@ class QuietProgress(ProgressCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kw: Any) -> None:
         if not state.is_world_process_zero or not logs:
             return
-        STEPS_LOG.info("step %s %s", state.global_step, {k: v for k, v in logs.items() if k != "total_flos"})
+        if STEPS_LOG.handlers:  # a run's job logging sends them to its file; elsewhere (a sweep's target,
+            # built before the first trial under Hydra's own logging) they would reach the terminal
+            STEPS_LOG.info("step %s %s", state.global_step, {k: v for k, v in logs.items() if k != "total_flos"})
         if self.training_bar is None or "loss" not in logs:
             return
         shown = {"loss": f"{float(logs['loss']):.4g}"}
@@ -76,33 +79,30 @@ def _accelerator() -> bool:
     return torch.cuda.is_available()
 
 
-def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to: list[str], seed: int) -> Any:
+def training_arguments(train: Train, output_dir: str, report_to: list[str], seed: int,
+                       autocast: str | None = None) -> Any:
+    """HF TrainingArguments from the validated ``train`` settings. ``autocast`` (``bf16`` /
+    ``fp16``): the half-precision compute that float32 master weights of a half-precision model
+    need (train/precision.py), on top of ``train.bf16``."""
     from transformers import TrainingArguments
 
-    betas = list(train_cfg.get("adam_betas") or [0.9, 0.999])
-    warmup = train_cfg.get("warmup", 0)
-    if isinstance(warmup, float) and not 0 <= warmup < 1:
-        raise GrunError(f"train.warmup={warmup}: give a fraction in [0, 1) or a whole number of steps")
-    for key in ("lr", "batch_size", "grad_accum"):
-        if float(train_cfg[key]) <= 0:
-            raise GrunError(f"train.{key} must be positive, got {train_cfg[key]}")
-    save_steps = int(train_cfg.get("save_steps") or 0)  # 0: checkpoints only when stopped
-    half_compute = bool(train_cfg.get("bf16", False) or train_cfg.get("fp16", False))
+    save_steps = train.save_steps  # 0: checkpoints only when stopped
+    bf16, fp16 = train.bf16 or autocast == "bf16", autocast == "fp16"
     return TrainingArguments(
         output_dir=output_dir,
-        learning_rate=float(train_cfg["lr"]),
-        num_train_epochs=float(train_cfg["epochs"]),
-        max_steps=int(train_cfg.get("max_steps", -1)),
-        per_device_train_batch_size=per_process_batch(train_cfg),
-        gradient_accumulation_steps=int(train_cfg["grad_accum"]),
-        warmup_steps=warmup,
-        lr_scheduler_type=str(train_cfg.get("scheduler", "linear")),
-        weight_decay=float(train_cfg.get("weight_decay", 0.0)),
-        adam_beta1=float(betas[0]),
-        adam_beta2=float(betas[1]),
-        max_grad_norm=float(train_cfg.get("max_grad_norm", 1.0)),
+        learning_rate=float(train.lr),
+        num_train_epochs=float(train.epochs),
+        max_steps=int(train.max_steps),
+        per_device_train_batch_size=per_process_batch(train.batch_size),
+        gradient_accumulation_steps=int(train.grad_accum),
+        warmup_steps=train.warmup,
+        lr_scheduler_type=str(train.scheduler),
+        weight_decay=float(train.weight_decay),
+        adam_beta1=float(train.adam_betas[0]),
+        adam_beta2=float(train.adam_betas[1]),
+        max_grad_norm=float(train.max_grad_norm),
         optim="adamw_torch",
-        logging_steps=int(train_cfg.get("logging_steps", 10)),
+        logging_steps=int(train.logging_steps),
         logging_first_step=True,
         logging_nan_inf_filter=False,
         save_strategy="steps" if save_steps > 0 else "no",
@@ -111,11 +111,11 @@ def training_arguments(train_cfg: Mapping[str, Any], output_dir: str, report_to:
         report_to=report_to,
         seed=seed,
         data_seed=seed,
-        bf16=bool(train_cfg.get("bf16", False)),
-        fp16=bool(train_cfg.get("fp16", False)),
+        bf16=bf16,
+        fp16=fp16,
         # half-precision autocast without a GPU: transformers wants use_cpu said (bf16 autocast on CPU)
-        use_cpu=half_compute and not _accelerator(),
-        activation_checkpointing=bool(train_cfg.get("gradient_checkpointing", False)),  # transformers 5's name
+        use_cpu=(bf16 or fp16) and not _accelerator(),
+        activation_checkpointing=train.gradient_checkpointing,  # transformers 5's name
         dataloader_pin_memory=_accelerator(),  # pinned host memory only helps a copy to a GPU
         remove_unused_columns=False,
         dataloader_num_workers=0,

@@ -22,6 +22,7 @@ from grun_cli.data.source import fingerprint
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_write_text
 from grun_cli.runtime import plain_config, seed_everything
+from grun_cli.settings import Settings
 from grun_cli.train.precision import keep_updates
 from grun_cli.train.run_card import record_run
 from grun_cli.train.tracking import start_tracking, tracked
@@ -30,13 +31,15 @@ from grun_cli.unlearning.setup import prepare_caches, setup
 log = logging.getLogger("grun.unlearn")
 
 
-def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
+def run_unlearn(cfg: DictConfig, settings: Settings, out: Path) -> dict[str, Any]:
+    """The run of ``cfg`` into ``out``; ``settings``: its typed settings (settings_check.read_settings),
+    which the method, the adapter and the trainer are made from."""
     from grun_cli.unlearning.sequence.requests import is_sequence
 
     if is_sequence(cfg) or cfg.get("base_run"):  # several requests, or one more on an earlier run
         from grun_cli.unlearning.sequence.run import run_sequence
 
-        return run_sequence(cfg, out)
+        return run_sequence(cfg, settings, out)
     from grun_cli.adapters import make_adapter
     from grun_cli.adapters.base import base_fingerprint
     from grun_cli.eval.gates import gate_report, text_gate_report
@@ -44,7 +47,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     started = time.time()
     config = plain_config(cfg)
-    s = setup(cfg)
+    s = setup(cfg, settings)
     source, tokenizer, main = s.source, s.tokenizer, s.main
     forget_rows, retain_rows = source.rows("forget"), source.rows("retain")
     log.info("data: %s: forget %s (%d rows), retain %s (%d rows)", source.describe(),
@@ -55,10 +58,10 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     base_print = base_fingerprint(s.loaded.model)  # before any adapter touches the model
     seed_everything(cfg.seed)  # the edit's initialisation must not depend on what ran before
-    adapter = make_adapter(s.loaded.model, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
-    caches = prepare_caches(cfg, s.method, adapter, dataset, tokenizer.pad_token_id)
+    adapter = make_adapter(s.loaded.model, settings.adapter, model_layers=cfg.model.grun_layers)
+    caches = prepare_caches(settings, s.method, adapter, dataset, tokenizer.pad_token_id)
     efficiency = adapter.describe()
-    master = keep_updates(adapter.model, cfg.train)  # after the caches: computed with the model as loaded
+    master = keep_updates(adapter.model, settings.train)  # after the caches: computed with the model as loaded
     sharded = sharding.requested()
     if sharded:  # after the caches: they are computed on the whole model
         sharding.check_no_frozen_copy(adapter, cfg)
@@ -75,7 +78,8 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
     )
 
     if main and cfg.eval.enabled and requested_steps(cfg):
-        trainer.add_callback(StepEvaluation(cfg, out, adapter=adapter, tokenizer=tokenizer, source=source))
+        trainer.add_callback(StepEvaluation(cfg, out, adapter=adapter, tokenizer=tokenizer, source=source,
+                                            plan=s.plan))
     with tracked(tracker):
         train(trainer, "unlearn", resume_checkpoint(cfg, out), checkpoints=not sharded)
         if not sharded:  # a sharded run's rank 0 loads the gathered weights into a fresh model in its dtype
@@ -99,7 +103,7 @@ def run_unlearn(cfg: DictConfig, out: Path) -> dict[str, Any]:
             from grun_cli.eval.run import run_evaluation
 
             metrics.update(run_evaluation(cfg, out, model=adapter.model, tokenizer=tokenizer, source=source,
-                                          adapter=adapter, tracker=tracker, text_nll=False))  # probed above
+                                          adapter=adapter, tracker=tracker, text_nll=False, plan=s.plan))  # probed above
         elif source.kind == "text":
             metrics.update(text_gate_report(adapter, tokenizer, s.template, source, s.max_length, save_to=out))
         else:  # gate diagnostics on the probe rows instead of TOFU's evaluation sets

@@ -19,15 +19,18 @@ from grun_cli.data.source import spread
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_dir
 from grun_cli.models.loading import load_model
+from grun_cli.models.resolve import plan_target
 from grun_cli.models.target import ensure_target
 from grun_cli.models.template import PromptTemplate
 from grun_cli.runtime import seed_everything
+from grun_cli.settings import Settings
 
 log = logging.getLogger("grun.unlearn")
 
 
 def probe(model: Any, tokenizer: Any, template: PromptTemplate, sets: dict[str, list[dict[str, Any]]],
-          cfg: DictConfig, adapter: Any = None, prefix: str = "", source: Any = None) -> dict[str, float]:
+          max_length: int, batch_size: int, adapter: Any = None, prefix: str = "",
+          source: Any = None) -> dict[str, float]:
     """Mean answer probability on each probe set (quick check, not the TOFU evaluation); for
     text corpora, the held-out forget / retain text NLL."""
     from grun_cli.scoring.likelihood import answer_avg_loss
@@ -35,15 +38,15 @@ def probe(model: Any, tokenizer: Any, template: PromptTemplate, sets: dict[str, 
     if source is not None and source.kind == "text":
         from grun_cli.scoring.text_nll import heldout_nll
 
-        return heldout_nll(model, tokenizer, template, source, int(cfg.model.max_length),
-                           batch_size=int(cfg.probe.batch_size), adapter=adapter, prefix=prefix)
+        return heldout_nll(model, tokenizer, template, source, max_length, batch_size=batch_size, adapter=adapter,
+                           prefix=prefix)
 
     out = {}
     for name, rows in sets.items():
         if not rows:
             continue
         losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in rows],
-                                 max_length=int(cfg.model.max_length), batch_size=int(cfg.probe.batch_size),
+                                 max_length=max_length, batch_size=batch_size,
                                  desc=f"probe {prefix}{name}", adapter=adapter)
         out[f"{prefix}{name}_answer_prob"] = statistics.fmean(math.exp(-x) for x in losses)
     return out
@@ -55,6 +58,7 @@ class Setup:
     target model and the row encoding (a sequence trains several requests on it)."""
 
     cfg: DictConfig
+    settings: Settings  # the typed groups the engine reads (train, adapter, method, probe)
     method: Any
     source: Any
     loaded: Any
@@ -63,6 +67,7 @@ class Setup:
     idk_source: Any
     negatives: Any
     main: bool
+    plan: Any  # the target plan (models/resolve.py), made once: loading, evaluation and its reference read it
 
     @property
     def tokenizer(self) -> Any:
@@ -84,7 +89,7 @@ class Setup:
         if distributed.world_size() > 1:
             from grun_cli.distributed import per_process_batch
 
-            dataset.shard(distributed.rank(), distributed.world_size(), per_process_batch(cfg.train))
+            dataset.shard(distributed.rank(), distributed.world_size(), per_process_batch(self.settings.train.batch_size))
         return dataset
 
     def encode(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -93,30 +98,28 @@ class Setup:
     def probe_sets(self, forget_rows: list[dict[str, Any]], retain_rows: list[dict[str, Any]]) -> dict[str, Any]:
         if self.source.kind == "text":  # the held-out texts, read by probe()
             return {}
-        n = int(self.cfg.probe.max_rows)
+        n = self.settings.probe.max_rows
         return {"forget": spread(forget_rows, n), "retain": spread(retain_rows, n)}
 
     def probe(self, model: Any, sets: dict[str, Any], prefix: str, adapter: Any = None) -> dict[str, float]:
-        return probe(model, self.tokenizer, self.template, sets, self.cfg, adapter=adapter, prefix=prefix,
-                     source=self.source)
+        return probe(model, self.tokenizer, self.template, sets, self.max_length, self.settings.probe.batch_size,
+                     adapter=adapter, prefix=prefix, source=self.source)
 
     def trainer(self, adapter: Any, dataset: Any, folder: Path, tracker: Any, master: Any = None) -> Any:
         """``master``: the float32 master weights of a half-precision model (train/precision.py),
         whose forward runs under autocast."""
         from grun_cli.data.unlearn import UnlearnCollator
-        from grun_cli.train.precision import training_flags
         from grun_cli.train.trainer import NaNGuard, quiet_progress, training_arguments
         from grun_cli.train.unlearn_trainer import UnlearnTrainer
 
-        cfg = self.cfg
-        train_cfg = sharding.without_checkpoints(cfg.train) if sharding.requested() else cfg.train
-        if master is not None:
-            train_cfg = training_flags(master, train_cfg)
-        args = training_arguments(train_cfg, str(folder), tracker.report_to, int(cfg.seed))
+        train = self.settings.train
+        args = training_arguments(sharding.without_checkpoints(train) if sharding.requested() else train, str(folder),
+                                  tracker.report_to, self.settings.seed,
+                                  autocast=master.autocast if master is not None else None)
         return quiet_progress(UnlearnTrainer(
             model=adapter.model, args=args, train_dataset=dataset,
             data_collator=UnlearnCollator(self.tokenizer.pad_token_id), callbacks=[NaNGuard()],
-            method=self.method, adapter=adapter, unlearn_warmup_steps=int(cfg.adapter.get("unlearn_warmup_steps") or 0)))
+            method=self.method, adapter=adapter, unlearn_warmup_steps=self.settings.adapter.unlearn_warmup_steps))
 
     def unsharded(self, state: dict[str, Any]) -> Any:
         """The trained weights gathered from an FSDP run (sharding.py) in the same kind of adapter
@@ -124,8 +127,8 @@ class Setup:
         from grun_cli.adapters import make_adapter
 
         cfg = self.cfg
-        fresh = load_model(ensure_target(cfg), self.source.tokenizer_corpus, cfg.paths.cache_dir).model
-        adapter = make_adapter(fresh, cfg.adapter, model_layers=cfg.model.get("grun_layers"))
+        fresh = load_model(ensure_target(cfg, self.plan), self.source.tokenizer_corpus, cfg.paths.cache_dir).model
+        adapter = make_adapter(fresh, self.settings.adapter, model_layers=cfg.model.grun_layers)
         adapter.model.load_state_dict(state)
         return adapter
 
@@ -145,21 +148,23 @@ class Setup:
                 write_state(tmp, requests_done)
 
 
-def setup(cfg: DictConfig) -> Setup:
-    """Settings checked, data read, target model loaded (built and cached for the tiny model)."""
+def setup(cfg: DictConfig, settings: Settings) -> Setup:
+    """Data read, target model loaded (built and cached for the tiny model); ``settings``: the
+    job's typed settings (the command read them), which the run's parts are made from."""
     from grun_cli import distributed
     from grun_cli.data.idk import load_idk_answers
     from grun_cli.methods import make_method
 
     seed_everything(cfg.seed)
-    method = make_method(cfg.method)
-    distributed.check(cfg, str(cfg.adapter.kind))
-    sharding.check(cfg, str(cfg.adapter.kind), method)
+    method = make_method(settings.method)
+    kind = settings.adapter.kind
+    distributed.check(cfg, kind)
+    sharding.check(cfg, kind, method)
     main = distributed.is_main()  # a data-parallel launch: the other ranks train and leave
+    plan = plan_target(cfg)
     if cfg.model.name != "tiny":  # a big model: say what will be downloaded and trained, first
-        from grun_cli.models.resolve import check_downloads, confirm, plan_target
+        from grun_cli.models.resolve import check_downloads, confirm
 
-        plan = plan_target(cfg)
         print(plan.text(cfg), flush=True)
         check_downloads(plan, cfg)
         confirm(plan, cfg)
@@ -168,28 +173,28 @@ def setup(cfg: DictConfig) -> Setup:
     if cfg.eval.enabled:  # a bad evaluation setting must fail now, not after training
         from grun_cli.eval.run import check_evaluation
 
-        check_evaluation(cfg, source, str(cfg.adapter.kind))
+        check_evaluation(cfg, source, kind, plan)
     with distributed.main_first():
-        model_cfg = ensure_target(cfg)
+        model_cfg = ensure_target(cfg, plan)
         loaded = load_model(model_cfg, source.tokenizer_corpus, cfg.paths.cache_dir)
     template = PromptTemplate.for_model(cfg.model)
     max_length = int(cfg.model.max_length)
     if method.needs_idk and source.kind == "text":
         raise GrunError(f"method={method.name} answers forget questions with refusals and needs QA data "
                         f"(data=tofu or synthetic), not the text corpora of data={cfg.data.name}")
-    idk_answers, idk_source = (load_idk_answers(cfg.method.get("idk_answers"), cfg.paths.data_dir)
+    idk_answers, idk_source = (load_idk_answers(settings.method.idk_answers, cfg.paths.data_dir)
                                if method.needs_idk else (None, None))
     negatives = None
-    if cfg.adapter.kind == "grun" and cfg.adapter.get("gate_negatives"):
+    if kind == "grun" and settings.adapter.gate_negatives:
         from grun_cli.data.gate_negatives import encode_negatives, read_prompts
 
-        negatives = encode_negatives(read_prompts(list(cfg.adapter.gate_negatives), cfg.paths.data_dir), source,
+        negatives = encode_negatives(read_prompts(settings.adapter.gate_negatives, cfg.paths.data_dir), source,
                                      loaded.tokenizer, template, max_length)
-        log.info("gate negatives: %d prompts from %s", len(negatives), list(cfg.adapter.gate_negatives))
-    return Setup(cfg, method, source, loaded, template, idk_answers, idk_source, negatives, main)
+        log.info("gate negatives: %d prompts from %s", len(negatives), settings.adapter.gate_negatives)
+    return Setup(cfg, settings, method, source, loaded, template, idk_answers, idk_source, negatives, main, plan)
 
 
-def prepare_caches(cfg: DictConfig, method: Any, adapter: Any, dataset: Any, pad_id: int) -> dict[str, Any]:
+def prepare_caches(settings: Settings, method: Any, adapter: Any, dataset: Any, pad_id: int) -> dict[str, Any]:
     """What the frozen starting model gives every training row, computed once before training:
     the reference values the method reads (``train.reference=cached``; live, full fine-tuning
     keeps a frozen copy) and GRUN's frozen prefix (``adapter.cache_prefix``). Returns what was
@@ -202,18 +207,18 @@ def prepare_caches(cfg: DictConfig, method: Any, adapter: Any, dataset: Any, pad
     def progress(desc: str, n: int) -> Any:
         return tqdm(total=n, desc=desc, leave=False)
 
-    batch_size = int(cfg.probe.batch_size)
+    batch_size, train = settings.probe.batch_size, settings.train
     report = CacheReport("live")
-    if method.needs_reference and str(cfg.train.get("reference", "cached")) == "cached":
+    if method.needs_reference and train.reference == "cached":
         layer = (AdapterAccess(adapter).block(getattr(method, "layer", None))
                  if "hidden" in method.references.values() else None)
         report = cache_references(dataset, method.references, adapter, layer=layer, pad_id=pad_id,
-                                  batch_size=batch_size, max_bytes=float(cfg.train.get("reference_max_gb", 8)) * 2**30,
+                                  batch_size=batch_size, max_bytes=float(train.reference_max_gb) * 2**30,
                                   progress=progress)
     adapter.prepare(bool(set(method.references) - set(report.values)))  # a live reference part remains
     out = report.metrics()
     if adapter.kind == "grun":
-        out.update(cache_prefix(dataset, adapter, cfg.adapter.get("cache_prefix", "auto"), pad_id=pad_id,
-                                batch_size=batch_size, max_bytes=float(cfg.adapter.get("cache_prefix_max_gb", 8)) * 2**30,
+        out.update(cache_prefix(dataset, adapter, settings.adapter.cache_prefix, pad_id=pad_id,
+                                batch_size=batch_size, max_bytes=float(settings.adapter.cache_prefix_max_gb) * 2**30,
                                 progress=progress))
     return out

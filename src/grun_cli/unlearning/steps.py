@@ -32,9 +32,10 @@ def requested_steps(cfg: DictConfig) -> list[int]:
 
 
 class StepEvaluation(TrainerCallback):
-    def __init__(self, cfg: DictConfig, out: Path, *, adapter: Any, tokenizer: Any, source: Any) -> None:
+    def __init__(self, cfg: DictConfig, out: Path, *, adapter: Any, tokenizer: Any, source: Any,
+                 plan: Any = None) -> None:
         self.steps = set(requested_steps(cfg))
-        self.out, self.adapter, self.tokenizer, self.source = out, adapter, tokenizer, source
+        self.out, self.adapter, self.tokenizer, self.source, self.plan = out, adapter, tokenizer, source, plan
         self.cfg = cfg.copy()
         with open_dict(self.cfg):
             self.cfg.eval.attacks = []  # the headline metrics only: attacks belong to the final model
@@ -55,7 +56,7 @@ class StepEvaluation(TrainerCallback):
         try:
             with inference_mode(model, no_grad=False):
                 metrics = run_evaluation(self.cfg, folder, model=model, tokenizer=self.tokenizer, source=self.source,
-                                         adapter=self.adapter, text_nll=False)
+                                         adapter=self.adapter, text_nll=False, plan=self.plan)
         finally:
             _restore(saved)
         atomic_write_json(folder / "metrics.json", {"step": step, **metrics})

@@ -93,7 +93,7 @@ def resumed(s: Any, run: Path, requests: list[Request]) -> tuple[list[dict[str, 
     if len(lines) < done or [Request.from_record(x["request"]) for x in lines] != requests[:done]:
         raise GrunError(f"{path} does not list the {done} requests its model has seen, as planned; the run folder "
                         "is damaged: start the sequence again")
-    adapter = load_model_state(s, Path(run) / ADAPTER_DIR, str(s.cfg.adapter.kind)) if done else None
+    adapter = load_model_state(s, Path(run) / ADAPTER_DIR, s.settings.adapter.kind) if done else None
     for later in range(done + 2, len(requests) + 1):  # nothing after the next request survives
         shutil.rmtree(request_folder(run, later), ignore_errors=True)
     return lines, adapter, request_checkpoint(run, done + 1, verify=False)  # (verified before loading)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from grun_cli import distributed
 from grun_cli.adapters import make_adapter
@@ -34,6 +34,7 @@ from grun_cli.eval.run import run_evaluation
 from grun_cli.io_utils import atomic_write_json, atomic_write_text
 from grun_cli.runtime import plain_config, seed_everything
 from grun_cli.scoring.text_nll import corpus_nll
+from grun_cli.settings import Settings
 from grun_cli.train.checkpoints import drop_checkpoints, train
 from grun_cli.train.precision import keep_updates
 from grun_cli.train.run_card import record_run
@@ -59,7 +60,7 @@ LINE_KEYS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_R
              "gate_forget_mean", "gate_retain_mean")
 
 
-def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
+def run_sequence(cfg: DictConfig, settings: Settings, out: Path) -> dict[str, Any]:
     if distributed.world_size() > 1:
         raise GrunError("sequence=... runs in one process (each request trains, then evaluates); start it "
                         "without accelerate launch")
@@ -71,7 +72,7 @@ def run_sequence(cfg: DictConfig, out: Path) -> dict[str, Any]:
         with open_dict(cfg):  # the evaluation's forget set (and its retain reference) is the union
             cfg.data.forget_split = split
     config = plain_config(cfg)
-    s = setup(cfg)
+    s = setup(cfg, settings)
     retain_split = str(cfg.sequence.get("retain_split") or "full")
     base_print = base_fingerprint(s.loaded.model)  # before an earlier run's weights are loaded
     adapter: Any = None
@@ -153,8 +154,8 @@ def _one_request(s: Any, request: Request, previous: Any, forgotten: list[int], 
     # reference the base); stacked: on top of the earlier edits, against the model they make
     alone = adapter.alone() if protocol(cfg) == "official" else contextlib.nullcontext()
     with alone:
-        caches = prepare_caches(cfg, s.method, adapter, dataset, s.tokenizer.pad_token_id)
-        master = keep_updates(adapter.model, cfg.train)
+        caches = prepare_caches(s.settings, s.method, adapter, dataset, s.tokenizer.pad_token_id)
+        master = keep_updates(adapter.model, s.settings.train)
         trainer = s.trainer(adapter, dataset, folder / "trainer", tracker, master)
         train(trainer, "unlearn", checkpoint)
         master.restore()
@@ -186,18 +187,18 @@ def next_adapter(s: Any, previous: Any, info: dict[str, Any]) -> Any:
     """The adapter the next request trains: GRUN, a fresh gated edit over the earlier ones
     (frozen); LoRA and full, the same weights trained further."""
     cfg = s.cfg
-    adapter_cfg = cfg.adapter
+    settings = s.settings.adapter
     if protocol(cfg) == "official":  # the edits combined as the release's MultipleGate does
-        adapter_cfg = {**OmegaConf.to_container(cfg.adapter, resolve=True), "combine": "official"}
+        settings = settings.model_copy(update={"combine": "official"})
     if previous is None:
-        return make_adapter(s.loaded.model, adapter_cfg, model_layers=cfg.model.get("grun_layers"))
+        return make_adapter(s.loaded.model, settings, model_layers=cfg.model.grun_layers)
     if previous.kind != "grun":
         previous.next_request()
         return previous
     earlier = [*zip(previous.stack, previous.stack_info, strict=True),
                (previous.edits, previous.cfg.pop("request", {}))]
     previous.detach()
-    adapter = make_adapter(s.loaded.model, adapter_cfg, model_layers=cfg.model.get("grun_layers"))
+    adapter = make_adapter(s.loaded.model, settings, model_layers=cfg.model.grun_layers)
     for edits, provenance in earlier:
         adapter.push_stack(edits, provenance)
     return adapter
@@ -212,7 +213,7 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
     groups = author_groups([(r.number, r.authors) for r in done])
     if cfg.eval.enabled:
         return run_evaluation(cfg, folder, model=adapter.model, tokenizer=s.tokenizer, source=s.source,
-                              adapter=adapter, text_nll=False, forget_groups=groups)
+                              adapter=adapter, text_nll=False, forget_groups=groups, plan=s.plan)
     metrics: dict[str, Any] = {}
     for name, authors in groups.items():
         wanted = set(authors)
@@ -227,11 +228,11 @@ def _evaluate_text(s: Any, adapter: Any, folder: Path, done: list[Request]) -> d
     evaluation (lm-eval tasks, held-out NLL, gates) or, without it, the held-out NLL alone."""
     cfg = s.cfg
     metrics = corpus_nll(adapter.model, s.tokenizer, s.template, s.source, corpus_groups(done), s.max_length,
-                         batch_size=int(cfg.probe.batch_size), adapter=adapter)
+                         batch_size=s.settings.probe.batch_size, adapter=adapter)
     if cfg.eval.enabled:
         folder.mkdir(parents=True, exist_ok=True)
         metrics.update(run_evaluation(cfg, folder, model=adapter.model, tokenizer=s.tokenizer, source=s.source,
-                                      adapter=adapter))
+                                      adapter=adapter, plan=s.plan))
     else:
         metrics.update(s.probe(adapter.model, {}, "", adapter=adapter))
     return metrics
