@@ -67,12 +67,9 @@ needs_shared_tofu = pytest.mark.skipif(
 
 def new_adapter(model: Any, values: Any, model_layers: Any = None) -> Any:
     """``make_adapter`` with ``values`` over the adapter's shipped defaults (settings_check.group_settings)."""
-    from omegaconf import OmegaConf
-
     from grun_cli.adapters import make_adapter
     from grun_cli.settings_check import group_settings
 
-    values = OmegaConf.to_container(values, resolve=True) if OmegaConf.is_config(values) else values
     return make_adapter(model, group_settings("adapter", values), model_layers=model_layers)
 
 

@@ -5,7 +5,7 @@ so an engine reads ``settings.train.lr``, never ``cfg.train.get("lr", default)``
 conf/ holds every default (what ``--cfg job`` shows) and the schema holds none: a key every
 composed config carries is required here. A group may carry more keys than its schema (a new
 method's option); they pass through as extra fields. A method's own options are typed by the
-method itself (``Method.settings``: methods/*.py), an adapter's here (``ADAPTER_SETTINGS``).
+method itself (``Method.settings_type``: methods/*.py), an adapter's here (``ADAPTER_SETTINGS``).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def group_settings(group: str, values: Mapping[str, Any]) -> AdapterSettings | M
     from grun_cli.config import config_dir
     from grun_cli.methods import METHODS
 
-    values = dict(values)
+    values = OmegaConf.to_container(values, resolve=True) if OmegaConf.is_config(values) else dict(values)
     option = values.get("kind" if group == "adapter" else "name")
     path = config_dir() / group / f"{option}.yaml"
     if not path.is_file():
