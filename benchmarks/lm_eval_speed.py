@@ -57,7 +57,8 @@ def main() -> None:
         adapter = make_adapter(model, read_settings(cfg, "unlearn").adapter, model_layers=cfg.model.grun_layers)
     device = resolve_device(args.device)
     torch.set_grad_enabled(False)
-    eval_cfg = {"tasks": args.tasks.split(","), "limit": args.limit, "task_source": "local" if data_dir else "auto"}
+    eval_cfg = {"tasks": args.tasks.split(","), "limit": args.limit, "task_source": "local" if data_dir else "auto",
+                "bootstrap_iters": 1000}
 
     def timed(name: str, lm) -> tuple[str, float, float, dict]:
         """End-to-end q/s (lm-eval's task building included) and scoring-only q/s (the time

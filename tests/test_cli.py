@@ -75,7 +75,7 @@ def test_finetune_memorises_and_checkpoint_reloads(clean_env: dict[str, str], tm
     ckpt = tmp_path / "checkpoint"
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(ckpt)
-    src = make_source({"name": "synthetic", "seed": 0, "num_authors": 30, "forget_split": "forget05",
+    src = make_source({"name": "synthetic", "seed": 0, "num_authors": 30, "qa_per_author": 20, "forget_split": "forget05",
                        "subset": {"retain_authors": 1}})
     rows = src.rows("full")
     losses = answer_avg_loss(model, tok, PromptTemplate(), [(x["question"], x["answer"]) for x in rows],

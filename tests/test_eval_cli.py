@@ -70,7 +70,7 @@ def test_edit_on_differs_from_base_and_edit_off_equals_it(grun_gd_run) -> None:
     run = load_run(out)
     card = json.loads((out / "run_card.json").read_text())
     sets = eval_sets(make_source(card["config"]["data"]), max_rows=6)
-    cfg = {"max_new_tokens": 30}
+    cfg = {**card["config"]["eval"], "max_new_tokens": 30}
 
     def evaluate(model, adapter):
         logs = Evaluator(model, run.tokenizer, run.template, cfg, run.max_length, adapter).run(sets)
@@ -200,7 +200,7 @@ def test_eval_max_rows_must_be_positive() -> None:
     from grun_cli.data import make_source
     from grun_cli.eval.tofu import eval_sets
 
-    src = make_source({"name": "synthetic", "num_authors": 30, "forget_split": "forget05",
+    src = make_source({"name": "synthetic", "seed": 0, "num_authors": 30, "qa_per_author": 20, "forget_split": "forget05",
                        "subset": {"retain_authors": 3}})
     assert {k: len(v) for k, v in eval_sets(src, 5).items()} == {"forget": 5, "retain": 5, "ra": 5, "wf": 5}
     with pytest.raises(GrunError, match="eval.max_rows=0"):

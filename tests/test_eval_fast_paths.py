@@ -110,7 +110,7 @@ def test_evaluator_matches_openunlearning_style_loop(tiny) -> None:
     sizes = {"forget05_perturbed": 5, "retain_perturbed": 4, "real_authors_perturbed": 3, "world_facts_perturbed": 3}
     sets = {key: [{**r, "index": i} for i, r in enumerate(DATA[split][:n])]
             for key, (split, n) in zip(("forget", "retain", "ra", "wf"), sizes.items(), strict=True)}
-    cfg = {"batch_size": 7, "gen_batch_size": 4, "max_new_tokens": 12}
+    cfg = {"batch_size": 7, "gen_batch_size": 4, "max_new_tokens": 12, "truth_ratio": "tofu"}
     logs = Evaluator(model, tok, t, cfg, 256).run(sets)
     ref = ou_style_eval(model, tok, t, sets, max_length=256, batch_size=32, max_new_tokens=12)
     for key, rows in sets.items():

@@ -12,6 +12,7 @@ import pytest
 import torch
 from test_unlearn_data import FORGET, RETAIN, CharTokenizer
 
+from grun_cli.data import QASource
 from grun_cli.data.gate_negatives import conflicts, encode_negatives, read_prompts
 from grun_cli.data.unlearn import ForgetRetainDataset, UnlearnCollator
 from grun_cli.errors import GrunError
@@ -22,7 +23,9 @@ from conftest import new_adapter
 
 
 class _QA:
-    kind = "qa"
+    """A QA source's gate-negative encoding alone (no rows needed)."""
+
+    gate_negative = QASource.gate_negative
 
 
 def negatives(n: int = 5) -> list[dict]:

@@ -95,7 +95,8 @@ def test_accuracy_equals_direct_argmax(sharp, tmp_path, with_edit) -> None:
     model = copy.deepcopy(sharp.model)
     adapter = {"none": lambda m: None, "grun": grun_adapter, "lora": lora_adapter}[with_edit](model)
     lm = make_lm(adapter.model if adapter else model, sharp.tokenizer, adapter, batch_size=5, add_bos=True)
-    metrics, raw = run_tasks(lm, {"tasks": ["wmdp_bio"], "files": {"wmdp_bio": str(mcq_file(tmp_path))}}, None)
+    metrics, raw = run_tasks(lm, {"tasks": ["wmdp_bio"], "task_source": "auto",
+                                        "bootstrap_iters": 1000, "files": {"wmdp_bio": str(mcq_file(tmp_path))}}, None)
     assert metrics["wmdp_bio_n"] == len(QUESTIONS)
     scored = adapter.model if adapter else model
     assert metrics["wmdp_bio_acc"] == pytest.approx(direct_accuracy(scored, sharp.tokenizer, adapter))

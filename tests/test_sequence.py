@@ -223,7 +223,7 @@ def test_forget_corpora_are_requests_on_text_data() -> None:
 
     from grun_cli.unlearning.sequence.requests import Request, corpus_groups
 
-    text = SimpleNamespace(kind="text", forget_corpora=["bio", "cyber"])
+    text = SimpleNamespace(kind="text", has_answers=False, forget_corpora=["bio", "cyber"])
     requests = plan({"requests": ["cyber", "bio"]}, text)
     assert [(r.number, r.corpora, r.authors) for r in requests] == [(1, ("cyber",), ()), (2, ("bio",), ())]
     assert corpus_groups(requests) == {"request_1": ["cyber"], "request_2": ["bio"], "forgotten": ["cyber", "bio"]}

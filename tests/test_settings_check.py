@@ -58,6 +58,24 @@ def test_the_checked_settings_are_handed_down_typed() -> None:
     assert check_settings(_composed("finetune", []), "finetune").train.lr == _composed("finetune", []).train.lr
 
 
+
+def test_the_check_validates_each_group_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_settings hands on the groups its checks validated (no second parse); a job's
+    read_settings reads the same values of its own config."""
+    import grun_cli.settings_check as settings_check
+    from grun_cli.settings_check import read_settings
+
+    cfg = _composed("unlearn", ["method=npo", "adapter=lora", "train.lr=0.003"])
+    expected = read_settings(cfg, "unlearn")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("validated a second time")
+
+    monkeypatch.setattr(settings_check, "parse", refuse)
+    checked = check_settings(cfg, "unlearn")
+    assert checked == expected and checked.train.lr == 0.003
+
+
 @pytest.mark.parametrize("adapter", ["grun", "lora", "full"])
 def test_an_adapters_saved_settings_read_as_its_config(adapter: str) -> None:
     """grun_adapter.json records the adapter's settings as the config gave them (same keys,

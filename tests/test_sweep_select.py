@@ -100,7 +100,7 @@ def test_best_json_per_cell() -> None:
     assert npo["params"] == {"train.lr": "2"} and npo["metrics"]["model_utility"] == 0.9
     gd = content["cells"]["gd/full"]
     assert gd["selected"] is None and gd["reason"].startswith("no trial reached") and gd["interrupted"] == 1
-    pareto = best(TRIALS, {"forget": FQ, "utility": MU}, {"rule": "pareto"}, {"model_utility": 0.93})
+    pareto = best(TRIALS, {"forget": FQ, "utility": MU}, {"rule": "pareto", "min_utility": 0.9}, {"model_utility": 0.93})
     assert pareto["bar"] is None and pareto["cells"]["npo/grun"]["selected"] == 1
     with pytest.raises(GrunError, match="select.rule=best is not one of utility_bar, pareto"):
         best(TRIALS, {"forget": FQ, "utility": MU}, {"rule": "best"}, None)

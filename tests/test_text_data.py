@@ -41,7 +41,7 @@ def test_encode_text_cut_at_the_fraction_with_bos_counted() -> None:
 
 def source_cfg(folder: Path, **extra) -> dict:
     return {"name": "wmdp", "kind": "text", "local_dir": str(folder), "forget_corpora": ["bio", "cyber"],
-            "retain_corpora": ["retain"], "heldout": 5, "edit_fraction": 0.8, "max_tokens": 512,
+            "retain_corpora": ["retain"], "heldout": 5, "min_chars": 0, "edit_fraction": 0.8, "max_tokens": 512,
             "corpora": {"bio": {"file": "merge_forget_data_sum_gpt.jsonl"},
                         "cyber": {"file": "cyber_forget_data_sum_gpt.jsonl"},
                         "retain": {"file": "merge_retain_data_sum_gpt.jsonl"}}, **extra}
@@ -71,8 +71,24 @@ def test_qa_and_text_sources_are_one_seam(tmp_path: Path) -> None:
     qa = make_source({"name": "synthetic", "seed": 0, "num_authors": 40, "qa_per_author": 20,
                       "forget_split": "forget05", "retain_split": None, "subset": {"retain_authors": None}})
     assert isinstance(text, Source) and isinstance(qa, Source)
-    assert (text.kind, qa.kind) == ("text", "qa")
+    assert (text.kind, qa.kind) == ("text", "qa") and (text.has_answers, qa.has_answers) == (False, True)
     assert not isinstance(object(), Source)
+    forget, retain = qa.rows("forget"), qa.rows("retain")
+    assert [len(v) for v in qa.probe_sets(forget, retain, 5).values()] == [5, 5]
+    assert text.probe_sets(text.rows("forget"), text.rows("retain"), 5) == {}  # the probe reads held-out texts
+    assert set(text.gate_sets({})) == {"forget", "retain"} and qa.gate_sets({"forget": [], "retain": retain}) \
+        == {"retain": retain}
+
+
+def test_no_engine_branches_on_the_kind_of_data() -> None:
+    """What differs between QA and text data is a member of the Source protocol, not an ``if``."""
+    import re
+
+    src = Path(__file__).resolve().parents[1] / "src" / "grun_cli"
+    found = [f"{p.relative_to(src)}:{i}" for p in src.rglob("*.py")
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"source\.kind\b|data\.get\(\"kind\"\)\s*[!=]=", line)]
+    assert not found, found
 
 
 def test_text_source_errors(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@ typed schema of each group, settings.py), the model's depth (read from its confi
 its weights), the rules between groups, and the files the run will read. All problems at once,
 one line each, in milliseconds — not after minutes of loading, fine-tuning a target or training.
 
-``check_settings`` returns the validated groups, typed (``Settings``); a command reads them of
-its own job's config with ``read_settings`` and hands them down to the engines.
+``check_settings`` returns the groups it validated, typed (``Settings``), without validating
+them again; a job reads its own config's with ``read_settings`` (types and ranges only) and
+hands them down to the engines.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from grun_cli.data import has_answers
 from grun_cli.errors import GrunError
 from grun_cli.settings import (
     ADAPTER_SETTINGS,
@@ -74,9 +76,14 @@ def group_settings(group: str, values: Mapping[str, Any]) -> AdapterSettings | M
     return parse(METHODS.get(merged["name"]).settings_type, merged, "method")
 
 
-def _schema(cfg: Mapping[str, Any], model: type[BaseModel], prefix: str) -> Iterator[str]:
+#: the groups validated by the check running now (prefix -> typed model): check_settings hands them
+#: on as Settings instead of validating the config a second time
+_Parsed = dict[str, BaseModel]
+
+
+def _schema(cfg: Mapping[str, Any], model: type[BaseModel], prefix: str, parsed: _Parsed) -> Iterator[str]:
     try:
-        model.model_validate(dict(cfg))
+        parsed[prefix] = model.model_validate(dict(cfg))
     except ValidationError as e:
         yield from schema_problems(e, prefix)
 
@@ -133,25 +140,26 @@ def _weights(model: Mapping[str, Any]) -> Iterator[str]:
 
 
 # -- the checks of each command ---------------------------------------------------------------
-def _common(cfg: Mapping[str, Any], run: type[Run], train: type[Train] = Train) -> Iterator[str]:
-    yield from _schema({"seed": cfg.get("seed"), **({"pairing": cfg["pairing"]} if "pairing" in cfg else {})},
-                       run, "")
+def _common(cfg: Mapping[str, Any], parsed: _Parsed, run: type[Run], train: type[Train] = Train) -> Iterator[str]:
+    yield from _schema(_run_values(cfg), run, "", parsed)
     if isinstance(cfg.get("model"), Mapping):
-        yield from _schema(cfg["model"], ModelSettings, "model")
+        yield from _schema(cfg["model"], ModelSettings, "model", parsed)
         yield from _weights(cfg["model"])
     if isinstance(cfg.get("train"), Mapping):
-        yield from _schema(cfg["train"], train, "train")
+        yield from _schema(cfg["train"], train, "train", parsed)
 
 
-def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
-    yield from _common(cfg, UnlearnRun, UnlearnTrain)
+def _unlearn(cfg: Mapping[str, Any], parsed: _Parsed) -> Iterator[str]:
+    yield from _common(cfg, parsed, UnlearnRun, UnlearnTrain)
     adapter, method, data = cfg.get("adapter") or {}, cfg.get("method") or {}, cfg.get("data") or {}
     kind = adapter.get("kind")
     if kind in ADAPTER_SETTINGS:
-        yield from _schema(adapter, ADAPTER_SETTINGS[kind], "adapter")
-    yield from _schema(method, method_settings(method), "method")
+        yield from _schema(adapter, ADAPTER_SETTINGS[kind], "adapter", parsed)
+    else:
+        yield f"adapter.kind={kind}: choose one of {', '.join(ADAPTER_SETTINGS)}"
+    yield from _schema(method, method_settings(method), "method", parsed)
     if isinstance(cfg.get("probe"), Mapping):
-        yield from _schema(cfg["probe"], Probe, "probe")
+        yield from _schema(cfg["probe"], Probe, "probe", parsed)
     depth = model_depth(cfg.get("model") or {})
     if kind == "grun":
         yield from _blocks("adapter.layers", adapter.get("layers") or (cfg.get("model") or {}).get("grun_layers"),
@@ -163,11 +171,11 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
     from grun_cli.methods import METHODS
 
     cls = METHODS.get(method.get("name")) if method.get("name") in METHODS else None
-    if cls is not None and getattr(cls, "needs_idk", False) and data.get("kind") == "text":
+    if cls is not None and getattr(cls, "needs_idk", False) and not has_answers(data):
         yield (f"method={method.get('name')} answers forget questions with refusals and needs QA data (data=tofu "
                f"or synthetic), not the text corpora of data={data.get('name')}; use method=rmu, npo or gd")
     evaluation = cfg.get("eval") or {}
-    if evaluation.get("enabled", True) and evaluation.get("kind", "tofu") == "tofu" and data.get("kind") == "text":
+    if evaluation.get("enabled", True) and evaluation.get("kind", "tofu") == "tofu" and not has_answers(data):
         yield (f"eval=tofu needs QA data (data=tofu or synthetic), not data={data.get('name')}; use eval=wmdp "
                "(or eval.enabled=false)")
     if evaluation.get("enabled", True):
@@ -184,7 +192,7 @@ def _unlearn(cfg: Mapping[str, Any]) -> Iterator[str]:
         yield from conflicts([str(s) for s in adapter.get("gate_negatives") or []], evaluation)
     sequence = cfg.get("sequence")
     if isinstance(sequence, Mapping):
-        yield from _schema(sequence, SequenceSettings, "sequence")
+        yield from _schema(sequence, SequenceSettings, "sequence", parsed)
         yield from _sequence(cfg, sequence)
         if sequence.get("protocol") == "official" and kind != "grun":
             yield (f"sequence.protocol=official trains each request's GRUN edit alone and combines the edits; "
@@ -209,7 +217,7 @@ def _sequence(cfg: Mapping[str, Any], sequence: Mapping[str, Any]) -> Iterator[s
     try:
         from grun_cli.data import make_source
 
-        if data.get("kind") == "text":  # requests are forget corpora, named in data.forget_corpora
+        if not has_answers(data):  # requests are forget corpora, named in data.forget_corpora
             plan(sequence, make_source(data, data_root=(cfg.get("paths") or {}).get("data_dir")))
             return
         split = union_split(sequence)
@@ -252,8 +260,8 @@ def _base_run(cfg: Mapping[str, Any]) -> Iterator[str]:
         yield str(e)
 
 
-def _finetune(cfg: Mapping[str, Any]) -> Iterator[str]:
-    yield from _common(cfg, Run)
+def _finetune(cfg: Mapping[str, Any], parsed: _Parsed) -> Iterator[str]:
+    yield from _common(cfg, parsed, Run)
     yield from _data(cfg, [str(cfg.get("split", "full")), *[str(s) for s in cfg.get("extra_splits") or []]])
 
 
@@ -275,8 +283,8 @@ def _data(cfg: Mapping[str, Any], splits: list[str]) -> Iterator[str]:
         yield str(e)
 
 
-def _eval(cfg: Mapping[str, Any]) -> Iterator[str]:
-    yield from _schema({"seed": cfg.get("seed")}, Run, "")
+def _eval(cfg: Mapping[str, Any], parsed: _Parsed) -> Iterator[str]:
+    yield from _schema({"seed": cfg.get("seed")}, Run, "", parsed)
     run = cfg.get("run")
     if run is not None and not str(run).strip():
         yield ("run= is empty (the shell may have expanded an unset variable); give a run folder, or leave run= "
@@ -331,8 +339,9 @@ def _files(cfg: Mapping[str, Any]) -> Iterator[str]:
             yield str(e)
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
-    """A composed config as plain data (interpolations resolved), without Hydra's own node."""
+def _plain(cfg: Any, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A composed config as plain data (interpolations resolved), without Hydra's own node;
+    ``keys``: only those top-level entries."""
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -340,7 +349,7 @@ def _plain(cfg: Any) -> dict[str, Any]:
         return dict(cfg)
     plain: dict[str, Any] = {}
     for key in cfg:
-        if key == "hydra":
+        if key == "hydra" or (keys is not None and key not in keys):
             continue
         try:
             plain[str(key)] = OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) \
@@ -350,28 +359,55 @@ def _plain(cfg: Any) -> dict[str, Any]:
     return plain
 
 
+#: the config groups a command hands down typed (Settings)
+_GROUPS = ("model", "train", "adapter", "method", "probe", "sequence")
+
+
 def read_settings(cfg: Any, command: str) -> Settings:
     """The typed groups of ``cfg`` (a composed config) for ``command``: types and ranges only,
-    no files or cross-group rules (``check_settings`` ran those before the job started)."""
-    plain = _plain(cfg)
-    group = {name: plain.get(name) for name in ("model", "train", "adapter", "method", "probe", "sequence")}
-    model = parse(ModelSettings, group["model"], "model") if isinstance(group["model"], Mapping) else None
-    seed = int(parse(Run, {"seed": plain.get("seed")}, "").seed)
+    no files or cross-group rules. A job reads its own config so (Hydra composes it again, on
+    another machine under Slurm); ``check_settings`` ran the full check before it started."""
+    plain = _plain(cfg, ("seed", "pairing", *_GROUPS))
+    group = {name: plain.get(name) for name in _GROUPS}
+    parsed: _Parsed = {"": parse(UnlearnRun if command == "unlearn" else Run, _run_values(plain), "")}
+    if isinstance(group["model"], Mapping):
+        parsed["model"] = parse(ModelSettings, group["model"], "model")
     if command == "finetune":
-        return Settings(seed, model, parse(Train, plain["train"], "train"))
-    if command != "unlearn":
-        return Settings(seed, model)
-    adapter, method, sequence = group["adapter"], group["method"], group["sequence"]
-    kind = str(adapter.get("kind"))
-    if kind not in ADAPTER_SETTINGS:
-        raise SettingsError([f"adapter.kind={kind}: choose one of {', '.join(ADAPTER_SETTINGS)}"])
-    return Settings(seed, model, parse(UnlearnTrain, group["train"], "train"),
-                    parse(ADAPTER_SETTINGS[kind], adapter, "adapter"),
-                    parse(method_settings(method), method, "method"), parse(Probe, group["probe"], "probe"),
-                    parse(SequenceSettings, sequence, "sequence") if isinstance(sequence, Mapping) else None)
+        parsed["train"] = parse(Train, plain["train"], "train")
+    elif command == "unlearn":
+        adapter, method, sequence = group["adapter"], group["method"], group["sequence"]
+        kind = str(adapter.get("kind"))
+        if kind not in ADAPTER_SETTINGS:
+            raise SettingsError([f"adapter.kind={kind}: choose one of {', '.join(ADAPTER_SETTINGS)}"])
+        parsed.update(train=parse(UnlearnTrain, group["train"], "train"),
+                      adapter=parse(ADAPTER_SETTINGS[kind], adapter, "adapter"),
+                      method=parse(method_settings(method), method, "method"), probe=parse(Probe, group["probe"], "probe"))
+        if isinstance(sequence, Mapping):
+            parsed["sequence"] = parse(SequenceSettings, sequence, "sequence")
+    return _settings(parsed, command)
 
 
-CHECKS: dict[str, Callable[[Mapping[str, Any]], Iterator[str]]] = {
+def _run_values(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {"seed": cfg.get("seed"), **({"pairing": cfg["pairing"]} if "pairing" in cfg else {})}
+
+
+def _settings(parsed: _Parsed, command: str) -> Settings:
+    """The groups a command hands down, from those its check (or read_settings) validated."""
+    seed = int(parsed[""].seed)
+    if command not in ("finetune", "unlearn"):
+        return Settings(seed, parsed.get("model"))
+    wanted = ("train",) if command == "finetune" else ("train", "adapter", "method", "probe")
+    missing = [name for name in wanted if name not in parsed]
+    if missing:
+        raise SettingsError([f"{name}: missing or not a group of settings; choose one, e.g. {name}=<its default>"
+                             for name in missing])
+    if command == "finetune":
+        return Settings(seed, parsed.get("model"), parsed["train"])
+    return Settings(seed, parsed.get("model"), parsed["train"], parsed["adapter"], parsed["method"],
+                    parsed["probe"], parsed.get("sequence"))
+
+
+CHECKS: dict[str, Callable[[Mapping[str, Any], _Parsed], Iterator[str]]] = {
     "unlearn": _unlearn, "finetune": _finetune, "eval": _eval}
 
 
@@ -382,7 +418,8 @@ def check_settings(cfg: Any, command: str) -> Settings | None:
     if check is None:
         return None
     plain = _plain(cfg)
-    problems = dedupe(check(plain))
+    parsed: _Parsed = {}
+    problems = dedupe(check(plain, parsed))
     if problems:
         raise SettingsError(problems)
-    return read_settings(plain, command)
+    return _settings(parsed, command)

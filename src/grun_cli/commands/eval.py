@@ -76,7 +76,7 @@ def _adopt_run(cfg: DictConfig, run: Path) -> dict[str, Any]:
     if card["command"] == "finetune" and not card.get("checkpoint"):
         raise GrunError(f"run={run} saved no checkpoint (save_model=false); nothing to evaluate")
     run_data = card["config"]["data"]["name"]
-    trust = bool(cfg.model.get("trust_remote_code", False))  # the command line's, never the card's
+    trust = bool(cfg.model.trust_remote_code)  # the command line's, never the card's
     _refuse_remote_code(run, card, trust)
     with open_dict(cfg):
         if _eval_follows_data(cfg) and run_data != cfg.data.name:  # the run's data set's evaluation
@@ -121,7 +121,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         from grun_cli.unlearning.sequence.requests import Request, author_groups, corpus_groups
 
         requests = [Request.from_record(r) for r in ((card or {}).get("data") or {}).get("sequence") or []]
-        text_requests = source.kind == "text" and any(r.corpora for r in requests)
+        text_requests = any(r.corpora for r in requests)  # a sequence of forget corpora
         groups = author_groups([(r.number, r.authors) for r in requests]) if requests and not text_requests else None
         metrics = run_evaluation(cfg, out, model=model, tokenizer=tokenizer, source=source, adapter=adapter,
                                  tracker=tracker, forget_groups=groups)
@@ -130,10 +130,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
             metrics.update(corpus_nll(model, tokenizer, PromptTemplate.for_model(cfg.model), source,
                                       corpus_groups(requests), int(cfg.model.max_length),
-                                      batch_size=int(cfg.eval.get("nll_batch_size", 32)), adapter=adapter))
+                                      batch_size=int(cfg.eval.nll_batch_size), adapter=adapter))
         record_run(out, "eval", config, metrics, tracker=tracker, wall_time_s=round(time.time() - started, 1),
                    model=described,
-                   evaluation=str(cfg.eval.get("kind", "tofu")),
+                   evaluation=str(cfg.eval.kind),
                    data={"source": source.describe(), "forget_split": source.forget_split})
     _report(metrics, out)
     return metrics

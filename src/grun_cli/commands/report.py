@@ -32,13 +32,13 @@ def report(cfg: DictConfig) -> dict[str, Any]:
                         "sweep_dir=<grun sweep directory>")
     out = run_dir()
     collected = (from_sweep(Path(str(sweep_dir))) if sweep_dir
-                 else from_runs(runs, skip_incomplete=bool(cfg.get("skip_incomplete", False)), exclude=out))
+                 else from_runs(runs, skip_incomplete=bool(cfg.skip_incomplete), exclude=out))
     written = list(write_tables(collected, out).values())
     skipped: list[str] = []
-    if cfg.get("plots", True):
+    if cfg.plots:
         from grun_cli.report.plots import make_plots
 
-        figures, skipped = make_plots(collected, out, dpi=int(cfg.get("dpi", 150)))
+        figures, skipped = make_plots(collected, out, dpi=int(cfg.dpi))
         written += figures
     print(markdown(collected))
     for why in skipped:

@@ -78,14 +78,14 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
     if update:
         check_update(tables, scale, seeds, int(cfg.repeats))
     extra = [str(o) for o in as_list(cfg.overrides)]
-    plan, missing = plan_tables(tables, scale, do_check, update, bool(cfg.get("allow_partial", False)))
+    plan, missing = plan_tables(tables, scale, do_check, update, bool(cfg.allow_partial))
     if scale == "paper":
         import torch
 
         print(plan_paper([p.table for p in plan]))
         if not torch.cuda.is_available():
             raise GrunError("scale=paper trains 7-8B models: run it on a GPU machine (make repro-paper there)")
-        if cfg.get("confirm", True):
+        if cfg.confirm:
             if not sys.stdin.isatty():
                 raise GrunError("scale=paper needs a confirmation: add confirm=false to start without one")
             if input("start? [y/N] ").strip().lower() not in ("y", "yes"):

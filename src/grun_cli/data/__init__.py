@@ -9,7 +9,7 @@ from typing import Any
 from grun_cli.data.source import QASource, Source
 from grun_cli.registry import Registry
 
-__all__ = ["SOURCES", "QASource", "Source", "make_source"]
+__all__ = ["SOURCES", "QASource", "Source", "has_answers", "make_source", "source_type"]
 
 
 #: each data set's source class, imported when used; a text corpus (``data.kind: text``) of
@@ -21,7 +21,20 @@ SOURCES: Registry[Source] = Registry("data set", entries={
 })
 
 
+def source_type(cfg: Mapping[str, Any]) -> type[Source]:
+    """The source class ``data`` names, unbuilt (its class members, e.g. ``has_answers``, before
+    any data is read)."""
+    return SOURCES.get("wmdp" if cfg.get("kind") == "text" else cfg.get("name"))
+
+
+def has_answers(cfg: Mapping[str, Any]) -> bool:
+    """Whether ``data`` holds QA pairs (TOFU's evaluation, refusals, requests of authors), from
+    its config alone: the settings check asks before anything is read. An unknown data set
+    counts as QA here; building it names the problem."""
+    known = "wmdp" if cfg.get("kind") == "text" else cfg.get("name")
+    return source_type(cfg).has_answers if known in SOURCES else True
+
+
 def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> Source:
     """Build the data source named by ``data.name`` (QA: tofu, synthetic; text: wmdp)."""
-    name = "wmdp" if cfg.get("kind") == "text" else cfg.get("name")
-    return SOURCES.get(name)(cfg, data_root=data_root)
+    return source_type(cfg)(cfg, data_root=data_root)

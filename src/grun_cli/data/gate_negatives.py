@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from grun_cli.errors import GrunError
-from grun_cli.logprobs import IGNORE_INDEX
 
 #: named negative sets: name -> the lm-eval task whose local questions file it reads
 NAMED = {"mmlu": "mmlu"}
@@ -69,14 +68,9 @@ def encode_negatives(prompts: Sequence[str], source: Any, tokenizer: Any, templa
     its last token), a text run's text up to its cut. Prompts longer than max_length are left out."""
     feats = []
     for text in prompts:
-        if source.kind == "text":
-            feat = source.encode_for_unlearning(tokenizer, template, {"text": text, "corpus_id": -1}, max_length)
-        else:
-            ids = template.prompt_ids(tokenizer, text)
-            if len(ids) >= max_length:
-                continue
-            feat = {"input_ids": ids, "labels": [IGNORE_INDEX] * len(ids), "prompt_len": len(ids)}
-        feats.append(feat)
+        feat = source.gate_negative(tokenizer, template, text, max_length)
+        if feat is not None:
+            feats.append(feat)
     if not feats:
         raise GrunError(f"every gate negative is longer than model.max_length={max_length}; raise it or give "
                         "shorter prompts")

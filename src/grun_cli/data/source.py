@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -23,6 +25,7 @@ from grun_cli.data.splits import (
     forget_percent,
 )
 from grun_cli.errors import GrunError
+from grun_cli.logprobs import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +35,15 @@ Row = dict[str, Any]
 @runtime_checkable
 class Source(Protocol):
     """The data seam the engines read: QA rows in TOFU's schema (``QASource``: TOFU, the
-    synthetic authors; ``kind = "qa"``) or text corpora with held-out texts (``TextSource``:
-    WMDP; ``kind = "text"``). What differs by kind (a probe's answer probability or held-out
-    NLL, TOFU's metrics or lm-eval's) the engines decide from ``kind``; everything else they
-    read through these members alone."""
+    synthetic authors) or text corpora with held-out texts (``TextSource``: WMDP). What differs
+    between the two (a probe's answer probability or held-out NLL, which prompts the gate is
+    read on, what a fine-tune checks) is a member here, so the engines hold no branch on the
+    kind of data; ``has_answers`` says what only QA data can do (TOFU's evaluation, refusal
+    answers, author requests)."""
 
     name: str
-    kind: str  # "qa" | "text"
+    kind: str  # "qa" | "text": recorded in run cards
+    has_answers: bool  # QA pairs (TOFU's metrics, refusals, requests of authors) or texts (corpora)
     forget_split: str  # a split name (QA) or the forget corpora joined by "+" (text)
     retain_split: str
 
@@ -60,12 +65,37 @@ class Source(Protocol):
     def encode_for_unlearning(self, tokenizer: Any, template: Any, row: Row, max_length: int) -> dict[str, Any]:
         """One row as unlearning features, with the position GRUN edits."""
 
+    def probe_sets(self, forget_rows: list[Row], retain_rows: list[Row], n: int) -> dict[str, list[Row]]:
+        """The rows an unlearning run probes before and after training (at most ``n`` a set)."""
+
+    def probe(self, model: Any, tokenizer: Any, template: Any, sets: Mapping[str, list[Row]], max_length: int,
+              batch_size: int, adapter: Any = None, prefix: str = "") -> dict[str, float]:
+        """The quick check before and after unlearning (not the evaluation)."""
+
+    def heldout_nll(self, model: Any, tokenizer: Any, template: Any, max_length: int, batch_size: int,
+                    adapter: Any = None, prefix: str = "") -> dict[str, float]:
+        """The NLL of the held-out forget / retain texts; {} for data without held-out texts."""
+
+    def training_check(self, model: Any, tokenizer: Any, template: Any, rows: list[Row], check: Mapping[str, Any],
+                       max_length: int) -> dict[str, float]:
+        """What a fine-tune measures of its result (``check``: the run's check group)."""
+
+    def gate_sets(self, probe_sets: Mapping[str, list[Row]]) -> dict[str, list[Row]]:
+        """The rows the gate diagnostics read after a run that skipped the evaluation."""
+
+    def gate_prompt(self, tokenizer: Any, template: Any, row: Row, max_length: int) -> list[int]:
+        """A row's tokens up to where the gate reads it (the edit's position)."""
+
+    def gate_negative(self, tokenizer: Any, template: Any, text: str, max_length: int) -> dict[str, Any] | None:
+        """A gate negative prompt as features (None: longer than ``max_length``, left out)."""
+
 
 class QASource(ABC):
     """Common logic of TOFU and the synthetic authors; subclasses only fetch raw splits."""
 
     name: str
     kind = "qa"
+    has_answers = True
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         self.forget_split: str = cfg["forget_split"]
@@ -180,6 +210,63 @@ class QASource(ABC):
         return template.encode(tokenizer, row["question"], row["answer"], max_length)
 
     encode_for_unlearning = encode_for_training
+
+    def probe_sets(self, forget_rows: list[Row], retain_rows: list[Row], n: int) -> dict[str, list[Row]]:
+        return {"forget": spread(forget_rows, n), "retain": spread(retain_rows, n)}
+
+    def probe(self, model: Any, tokenizer: Any, template: Any, sets: Mapping[str, list[Row]], max_length: int,
+              batch_size: int, adapter: Any = None, prefix: str = "") -> dict[str, float]:
+        """Mean answer probability on each probe set."""
+        from grun_cli.scoring.likelihood import answer_avg_loss
+
+        out = {}
+        for name, rows in sets.items():
+            if not rows:
+                continue
+            losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in rows],
+                                     max_length=max_length, batch_size=batch_size,
+                                     desc=f"probe {prefix}{name}", adapter=adapter)
+            out[f"{prefix}{name}_answer_prob"] = statistics.fmean(math.exp(-x) for x in losses)
+        return out
+
+    def heldout_nll(self, model: Any, tokenizer: Any, template: Any, max_length: int, batch_size: int,
+                    adapter: Any = None, prefix: str = "") -> dict[str, float]:
+        return {}  # QA data holds no held-out texts: TOFU's evaluation measures it
+
+    def training_check(self, model: Any, tokenizer: Any, template: Any, rows: list[Row], check: Mapping[str, Any],
+                       max_length: int) -> dict[str, float]:
+        """Memorisation: mean answer probability and greedy ROUGE-L recall on (up to
+        ``check.max_rows`` of) the training QA."""
+        from grun_cli.scoring.generation import greedy_answers
+        from grun_cli.scoring.likelihood import answer_avg_loss
+        from grun_cli.scoring.rouge import rouge_l_recall
+
+        sample = spread(rows, int(check["max_rows"]))
+        if not sample:
+            return {}
+        bs = int(check["batch_size"])
+        losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in sample],
+                                 max_length=max_length, batch_size=bs, desc="check: answer probability")
+        gens = greedy_answers(model, tokenizer, template, [r["question"] for r in sample],
+                              max_new_tokens=int(check["max_new_tokens"]), batch_size=bs,
+                              desc="check: greedy generation")
+        rouge = rouge_l_recall(gens, [r["answer"] for r in sample])
+        return {"check_rows": len(sample),
+                "train_answer_prob": statistics.fmean(math.exp(-x) for x in losses),
+                "train_rouge_l_recall": statistics.fmean(rouge)}
+
+    def gate_sets(self, probe_sets: Mapping[str, list[Row]]) -> dict[str, list[Row]]:
+        return {k: v for k, v in probe_sets.items() if v}
+
+    def gate_prompt(self, tokenizer: Any, template: Any, row: Row, max_length: int) -> list[int]:
+        return template.prompt_ids(tokenizer, row["question"])
+
+    def gate_negative(self, tokenizer: Any, template: Any, text: str, max_length: int) -> dict[str, Any] | None:
+        """The prompt template around the question, the gate at its last token."""
+        ids = template.prompt_ids(tokenizer, text)
+        if len(ids) >= max_length:
+            return None
+        return {"input_ids": ids, "labels": [IGNORE_INDEX] * len(ids), "prompt_len": len(ids)}
 
     def tokenizer_corpus(self) -> list[str]:
         """Every text of the data set (all splits, all answer variants), subset-independent,

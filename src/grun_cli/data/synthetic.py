@@ -275,9 +275,9 @@ class SyntheticSource(QASource):
 
     def __init__(self, cfg: Mapping[str, Any], data_root: str | None = None) -> None:  # (generated: no files)
         super().__init__(cfg)
-        self.seed = int(cfg.get("seed", 0))
-        self._per = int(cfg.get("qa_per_author", 20))
-        self._splits = generate(self.seed, int(cfg.get("num_authors", 200)), self._per)
+        self.seed = int(cfg["seed"])
+        self._per = int(cfg["qa_per_author"])
+        self._splits = generate(self.seed, int(cfg["num_authors"]), self._per)
 
     @property
     def qa_per_author(self) -> int:

@@ -53,6 +53,7 @@ class TextSource:
 
     name = "wmdp"
     kind = "text"
+    has_answers = False
 
     def __init__(self, cfg: Mapping[str, Any], data_root: str | None = None) -> None:
         self.cfg = cfg
@@ -68,13 +69,13 @@ class TextSource:
                                 f"(known: {', '.join(self.corpora)}); add data.corpora.{name}.file=...")
         self.forget_split = "+".join(self.forget_corpora)
         self.retain_split = "+".join(self.retain_corpora)
-        self.heldout = int(cfg.get("heldout", 0))
-        self.min_chars = int(cfg.get("min_chars", 0))
+        self.heldout = int(cfg["heldout"])
+        self.min_chars = int(cfg["min_chars"])
         self.max_texts = cfg.get("max_texts")
-        self.edit_fraction = float(cfg.get("edit_fraction", 0.8))
+        self.edit_fraction = float(cfg["edit_fraction"])
         if not 0.0 < self.edit_fraction < 1.0:
             raise GrunError(f"data.edit_fraction={self.edit_fraction} must be in (0, 1)")
-        self.max_tokens = int(cfg.get("max_tokens", 512))
+        self.max_tokens = int(cfg["max_tokens"])
         local = cfg.get("local_dir")
         self._origin = "data.local_dir"
         if not local and data_root:
@@ -170,4 +171,35 @@ class TextSource:
                            add_bos=template.add_bos)
         feat["corpus_id"] = row["corpus_id"]
         return feat
+
+    def probe_sets(self, forget_rows: list[Row], retain_rows: list[Row], n: int) -> dict[str, list[Row]]:
+        return {}  # the probe reads the held-out texts
+
+    def probe(self, model: Any, tokenizer: Any, template: Any, sets: Mapping[str, list[Row]], max_length: int,
+              batch_size: int, adapter: Any = None, prefix: str = "") -> dict[str, float]:
+        """The held-out forget / retain text NLL."""
+        return self.heldout_nll(model, tokenizer, template, max_length, batch_size, adapter=adapter, prefix=prefix)
+
+    def heldout_nll(self, model: Any, tokenizer: Any, template: Any, max_length: int, batch_size: int,
+                    adapter: Any = None, prefix: str = "") -> dict[str, float]:
+        from grun_cli.scoring.text_nll import heldout_nll
+
+        return heldout_nll(model, tokenizer, template, self, max_length, batch_size=batch_size, adapter=adapter,
+                           prefix=prefix)
+
+    def training_check(self, model: Any, tokenizer: Any, template: Any, rows: list[Row], check: Mapping[str, Any],
+                       max_length: int) -> dict[str, float]:
+        """Corpus likelihood: the held-out texts' NLL."""
+        return self.heldout_nll(model, tokenizer, template, max_length, int(check["batch_size"]))
+
+    def gate_sets(self, probe_sets: Mapping[str, list[Row]]) -> dict[str, list[Row]]:
+        return {"forget": self.rows("forget_heldout"), "retain": self.rows("retain_heldout")}
+
+    def gate_prompt(self, tokenizer: Any, template: Any, row: Row, max_length: int) -> list[int]:
+        """The text up to its cut, where the edit sits."""
+        feat = self.encode_for_unlearning(tokenizer, template, row, max_length)
+        return feat["input_ids"][: feat["prompt_len"]]
+
+    def gate_negative(self, tokenizer: Any, template: Any, text: str, max_length: int) -> dict[str, Any] | None:
+        return self.encode_for_unlearning(tokenizer, template, {"text": text, "corpus_id": -1}, max_length)
 

@@ -56,7 +56,7 @@ def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
     layers, and per layer) separating forget prompts from all the others. {} without a gate.
 
     ``prompt_ids`` maps a row to its tokenized prompt (default: the question in the template;
-    text corpora pass the text up to its cut). ``save_to``: a run folder that also gets the
+    a run passes its data source's ``gate_prompt``: a text's tokens up to its cut). ``save_to``: a run folder that also gets the
     per-prompt values as GATES.json, since means and an AUC hide how the gate splits."""
     if prompt_ids is None:
         def prompt_ids(row: dict[str, Any]) -> list[int]:
@@ -81,15 +81,3 @@ def gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate,
         for j, layer in enumerate(adapter.layers):
             out[f"gate_auc_layer{layer}"] = roc_auc(values["forget"][:, j].tolist(), rest[:, j].tolist())
     return out
-
-
-def text_gate_report(adapter: Any, tokenizer: Any, template: PromptTemplate, source: Any,
-                     max_length: int, *, save_to: Path | None = None) -> dict[str, float]:
-    """gate_report on a text source's held-out forget / retain texts, each read up to its cut
-    (where the edit sits)."""
-    def prompt_ids(row: dict[str, Any]) -> list[int]:
-        feat = source.encode_for_unlearning(tokenizer, template, row, max_length)
-        return feat["input_ids"][: feat["prompt_len"]]
-
-    sets = {"forget": source.rows("forget_heldout"), "retain": source.rows("retain_heldout")}
-    return gate_report(adapter, tokenizer, template, sets, prompt_ids=prompt_ids, save_to=save_to)

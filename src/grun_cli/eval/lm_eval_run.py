@@ -69,7 +69,7 @@ def resolve_tasks(tasks: list[str], source: str, files: Mapping[str, str] | None
 
 def resolve_configured(eval_cfg: Mapping[str, Any], data_dir: str | None) -> tuple[list[Any], dict[str, str], dict[str, str]]:
     """resolve_tasks on the eval config's tasks, task_source and files."""
-    return resolve_tasks(list(eval_cfg.get("tasks") or []), str(eval_cfg.get("task_source", "auto")),
+    return resolve_tasks(list(eval_cfg.get("tasks") or []), str(eval_cfg["task_source"]),
                          eval_cfg.get("files"), data_dir)
 
 
@@ -113,7 +113,7 @@ def run_tasks(lm: Any, eval_cfg: Mapping[str, Any], data_dir: str | None,
             model=lm, tasks=specs, task_manager=task_manager(),
             num_fewshot=eval_cfg.get("num_fewshot"), limit=eval_cfg.get("limit"),
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-            bootstrap_iters=int(eval_cfg.get("bootstrap_iters", 1000)), log_samples=False)
+            bootstrap_iters=int(eval_cfg["bootstrap_iters"]), log_samples=False)
     except (FileNotFoundError, ConnectionError, OSError) as e:
         raise GrunError(f"lm-eval could not load a task's data: {first_line(e) or type(e).__name__}; offline, use "
                         "eval.task_source=local (or set GRUN_DATA_DIR)") from e

@@ -113,7 +113,7 @@ def tofu_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any, s
         for name, authors in forget_groups.items():
             wanted = set(authors)
             rows[name] = [r["index"] for r in sets["forget"] if r["author"] in wanted]
-        metrics.update(group_summary(logs, reference, rows, str(cfg.eval.get("truth_ratio", "tofu"))))
+        metrics.update(group_summary(logs, reference, rows, str(cfg.eval.truth_ratio)))
     if adapter is not None:
         metrics.update(gate_report(adapter, tokenizer, template, sets, save_to=out))
         metrics.update(prompt_attack_gates(cfg, adapter, tokenizer, template, sets))
@@ -152,15 +152,14 @@ def harness_evaluation(cfg: DictConfig, out: Path, *, model: Any, tokenizer: Any
     template = PromptTemplate.for_model(cfg.model)
     max_length = int(cfg.model.max_length)
     metrics: dict[str, Any] = {}
-    if text_nll and cfg.eval.get("text_nll") and source.kind == "text":
-        from grun_cli.scoring.text_nll import heldout_nll
+    if text_nll and cfg.eval.get("text_nll"):  # (QA data: none held out)
+        metrics.update(source.heldout_nll(model, tokenizer, template, max_length, int(cfg.eval.nll_batch_size),
+                                          adapter=adapter))
+    if adapter is not None:  # on the held-out texts (QA data: none, TOFU's evaluation reads its gates)
+        from grun_cli.eval.gates import gate_report
 
-        metrics.update(heldout_nll(model, tokenizer, template, source, max_length,
-                                   batch_size=int(cfg.eval.nll_batch_size), adapter=adapter))
-    if adapter is not None and source.kind == "text":
-        from grun_cli.eval.gates import text_gate_report
-
-        metrics.update(text_gate_report(adapter, tokenizer, template, source, max_length, save_to=out))
+        metrics.update(gate_report(adapter, tokenizer, template, source.gate_sets({}),
+                                   lambda row: source.gate_prompt(tokenizer, template, row, max_length), save_to=out))
     lm = make_lm(model, tokenizer, adapter, batch_size=cfg.eval.batch_size, add_bos=template.add_bos,
                  max_length=cfg.eval.get("max_length"))
     task_metrics, results = run_tasks(lm, cfg.eval, cfg.paths.data_dir, seed=int(cfg.seed))
@@ -193,7 +192,7 @@ def check_evaluation(cfg: DictConfig, source: Any, adapter: str | None = None, p
     found = problems(cfg.eval.get("attacks"), cfg.eval.get("attack_settings"), kind, adapter)
     if found:
         raise GrunError(found[0])
-    if kind == "tofu" and source.kind != "qa":
+    if kind == "tofu" and not source.has_answers:
         raise GrunError(f"eval=tofu needs QA data (data=tofu or synthetic), not data={cfg.data.name}; "
                         "use eval=wmdp")
     from grun_cli.eval.reference import read_logs, retain_logs_setting

@@ -64,7 +64,7 @@ class Evaluator:
                  max_length: int, adapter: Any = None) -> None:
         self.model, self.tokenizer, self.template, self.adapter = model, tokenizer, template, adapter
         self.cfg, self.max_length = cfg, max_length
-        self.style = str(cfg.get("truth_ratio", "tofu"))
+        self.style = str(cfg["truth_ratio"])
         if self.style not in tm.TRUTH_RATIO_STYLES:
             raise GrunError(f"eval.truth_ratio={self.style} is not one of {', '.join(tm.TRUTH_RATIO_STYLES)}")
 
@@ -75,7 +75,7 @@ class Evaluator:
     def _losses(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
         ordered = sorted(pairs)
         losses = shared_prompt_avg_loss(self.model, self.tokenizer, self.template, ordered,
-                                        max_length=self.max_length, batch_size=int(self.cfg.get("batch_size", 32)),
+                                        max_length=self.max_length, batch_size=int(self.cfg["batch_size"]),
                                         desc="eval: teacher-forced", adapter=self.adapter)
         return dict(zip(ordered, losses, strict=True))
 
@@ -84,8 +84,8 @@ class Evaluator:
         ordered = sorted(questions)
         lengths = [len(self.tokenizer(questions[q], add_special_tokens=False)["input_ids"]) for q in ordered]
         gens = greedy_answers(self.model, self.tokenizer, self.template, ordered,
-                              max_new_tokens=int(self.cfg.get("max_new_tokens", 200)),
-                              batch_size=int(self.cfg.get("gen_batch_size", 32)), desc="eval: generation",
+                              max_new_tokens=int(self.cfg["max_new_tokens"]),
+                              batch_size=int(self.cfg["gen_batch_size"]), desc="eval: generation",
                               adapter=self.adapter, expected_lengths=lengths)
         return dict(zip(ordered, gens, strict=True))
 

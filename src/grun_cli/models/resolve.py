@@ -169,13 +169,13 @@ def plan_target(cfg: DictConfig) -> TargetPlan:
             plan.steps.append(f"retain-model reference for forget quality: eval.retain_logs={logs}")
             if str(logs).startswith("ou:"):
                 plan.downloads.append((PUBLISHED_LOGS_REPO, "dataset"))
-        plan.steps.append(f"{_what(cfg)} on {cfg.data.get('forget_split', 'forget05')}, then the TOFU evaluation")
+        plan.steps.append(f"{_what(cfg)} on {cfg.data.forget_split}, then the TOFU evaluation")
         return plan
     # finetune
     if not given:
         raise GrunError(f"model={cfg.model.name} needs model.name_or_path=<the base model to fine-tune on TOFU>")
     finetune_h = float(hours.get("finetune", 0.0))
-    forget = cfg.data.get("forget_split", "forget05")
+    forget = cfg.data.forget_split
     packaged = uses_packaged(cfg.model)
     subset = OmegaConf.select(cfg, "data.subset.retain_authors")
     authors = "all authors" if subset is None else f"the forget authors + {subset} others"
@@ -222,7 +222,7 @@ def confirm(plan: TargetPlan, cfg: DictConfig) -> None:
     """Ask before spending GPU hours (the plan is printed already) unless ``confirm=false``."""
     import sys
 
-    if not plan.expensive or not cfg.get("confirm", True) or not _tofu(cfg).get("confirm", True):
+    if not plan.expensive or not cfg.confirm or not _tofu(cfg).get("confirm", True):
         return
     if not sys.stdin.isatty():
         raise GrunError("this run downloads or fine-tunes a large model first (plan above): add confirm=false "

@@ -27,11 +27,11 @@ RULES = ("utility_bar", "pareto")
 
 
 def check_select(select: Mapping[str, Any]) -> tuple[str, float]:
-    rule = str(select.get("rule", "utility_bar"))
+    rule = str(select["rule"])
     if rule not in RULES:
         raise GrunError(f"select.rule={rule} is not one of {', '.join(RULES)}")
     try:
-        min_utility = float(select.get("min_utility", 0.9))
+        min_utility = float(select["min_utility"])
     except (TypeError, ValueError):
         raise GrunError(f"select.min_utility={select.get('min_utility')}: give a number such as 0.9") from None
     if not 0 <= min_utility <= 10:

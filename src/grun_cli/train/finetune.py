@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from grun_cli.data import make_source
-from grun_cli.data.source import fingerprint, spread
+from grun_cli.data.source import fingerprint
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_dir, atomic_write_text
 from grun_cli.models.loading import load_model
@@ -29,30 +28,6 @@ from grun_cli.train.run_card import record_run
 from grun_cli.train.tracking import Tracker, start_tracking, tracked
 
 log = logging.getLogger("grun.finetune")
-
-
-def memorisation_check(model: Any, tokenizer: Any, template: PromptTemplate, rows: list[dict[str, Any]],
-                       cfg: DictConfig, max_length: int) -> dict[str, float]:
-    """Mean answer probability and greedy ROUGE-L recall on (up to max_rows of) the training QA."""
-    import math
-
-    from grun_cli.scoring.generation import greedy_answers
-    from grun_cli.scoring.likelihood import answer_avg_loss
-    from grun_cli.scoring.rouge import rouge_l_recall
-
-    sample = spread(rows, int(cfg.check.max_rows))
-    if not sample:
-        return {}
-    bs = int(cfg.check.batch_size)
-    losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in sample],
-                             max_length=max_length, batch_size=bs, desc="check: answer probability")
-    gens = greedy_answers(model, tokenizer, template, [r["question"] for r in sample],
-                          max_new_tokens=int(cfg.check.max_new_tokens), batch_size=bs,
-                          desc="check: greedy generation")
-    rouge = rouge_l_recall(gens, [r["answer"] for r in sample])
-    return {"check_rows": len(sample),
-            "train_answer_prob": statistics.fmean(math.exp(-x) for x in losses),
-            "train_rouge_l_recall": statistics.fmean(rouge)}
 
 
 def run_finetune(cfg: DictConfig, train_settings: Train, out: Path, track: bool = True) -> dict[str, Any]:
@@ -123,13 +98,7 @@ def run_finetune(cfg: DictConfig, train_settings: Train, out: Path, track: bool 
             "train_steps": trainer.state.global_step,
             "train_examples": len(train_ds),
         }
-        if source.kind == "text":  # corpus likelihood instead of QA memorisation
-            from grun_cli.scoring.text_nll import heldout_nll
-
-            metrics.update(heldout_nll(model, tokenizer, template, source, max_length,
-                                       batch_size=int(cfg.check.batch_size)))
-        else:
-            metrics.update(memorisation_check(model, tokenizer, template, main_rows, cfg, max_length))
+        metrics.update(source.training_check(model, tokenizer, template, main_rows, cfg.check, max_length))
         metrics["wall_time_s"] = round(time.time() - started, 1)
         if any(isinstance(v, float) and v != v for v in metrics.values()):
             raise GrunError(f"training produced NaN metrics {metrics}; lower train.lr")

@@ -42,7 +42,7 @@ def run_unlearn(cfg: DictConfig, settings: Settings, out: Path) -> dict[str, Any
         return run_sequence(cfg, settings, out)
     from grun_cli.adapters import make_adapter
     from grun_cli.adapters.base import base_fingerprint
-    from grun_cli.eval.gates import gate_report, text_gate_report
+    from grun_cli.eval.gates import gate_report
     from grun_cli.train.checkpoints import drop_checkpoints, resume_checkpoint, train
 
     started = time.time()
@@ -104,10 +104,9 @@ def run_unlearn(cfg: DictConfig, settings: Settings, out: Path) -> dict[str, Any
 
             metrics.update(run_evaluation(cfg, out, model=adapter.model, tokenizer=tokenizer, source=source,
                                           adapter=adapter, tracker=tracker, text_nll=False, plan=s.plan))  # probed above
-        elif source.kind == "text":
-            metrics.update(text_gate_report(adapter, tokenizer, s.template, source, s.max_length, save_to=out))
-        else:  # gate diagnostics on the probe rows instead of TOFU's evaluation sets
-            metrics.update(gate_report(adapter, tokenizer, s.template, {k: v for k, v in probe_sets.items() if v},
+        else:  # gate diagnostics on the probe rows (QA) or held-out texts instead of the evaluation sets
+            metrics.update(gate_report(adapter, tokenizer, s.template, source.gate_sets(probe_sets),
+                                       lambda row: source.gate_prompt(tokenizer, s.template, row, s.max_length),
                                        save_to=out))
         metrics.update(efficiency)
         metrics.update(caches)

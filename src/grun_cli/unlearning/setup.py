@@ -1,12 +1,10 @@
 """What every unlearning run prepares once before training (the method, the data, the target
-model, the row encoding: ``Setup``), the quick probe of answer probabilities before and after,
+model, the row encoding: ``Setup``), the quick probe before and after (the data source's),
 and the caches computed from the frozen starting model before the first step."""
 
 from __future__ import annotations
 
 import logging
-import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,6 @@ from omegaconf import DictConfig
 
 from grun_cli import sharding
 from grun_cli.data import make_source
-from grun_cli.data.source import spread
 from grun_cli.errors import GrunError
 from grun_cli.io_utils import atomic_dir
 from grun_cli.models.loading import load_model
@@ -26,30 +23,6 @@ from grun_cli.runtime import seed_everything
 from grun_cli.settings import Settings
 
 log = logging.getLogger("grun.unlearn")
-
-
-def probe(model: Any, tokenizer: Any, template: PromptTemplate, sets: dict[str, list[dict[str, Any]]],
-          max_length: int, batch_size: int, adapter: Any = None, prefix: str = "",
-          source: Any = None) -> dict[str, float]:
-    """Mean answer probability on each probe set (quick check, not the TOFU evaluation); for
-    text corpora, the held-out forget / retain text NLL."""
-    from grun_cli.scoring.likelihood import answer_avg_loss
-
-    if source is not None and source.kind == "text":
-        from grun_cli.scoring.text_nll import heldout_nll
-
-        return heldout_nll(model, tokenizer, template, source, max_length, batch_size=batch_size, adapter=adapter,
-                           prefix=prefix)
-
-    out = {}
-    for name, rows in sets.items():
-        if not rows:
-            continue
-        losses = answer_avg_loss(model, tokenizer, template, [(r["question"], r["answer"]) for r in rows],
-                                 max_length=max_length, batch_size=batch_size,
-                                 desc=f"probe {prefix}{name}", adapter=adapter)
-        out[f"{prefix}{name}_answer_prob"] = statistics.fmean(math.exp(-x) for x in losses)
-    return out
 
 
 @dataclass
@@ -96,14 +69,12 @@ class Setup:
         return self.source.encode_for_unlearning(self.tokenizer, self.template, row, self.max_length)
 
     def probe_sets(self, forget_rows: list[dict[str, Any]], retain_rows: list[dict[str, Any]]) -> dict[str, Any]:
-        if self.source.kind == "text":  # the held-out texts, read by probe()
-            return {}
-        n = self.settings.probe.max_rows
-        return {"forget": spread(forget_rows, n), "retain": spread(retain_rows, n)}
+        return self.source.probe_sets(forget_rows, retain_rows, self.settings.probe.max_rows)
 
     def probe(self, model: Any, sets: dict[str, Any], prefix: str, adapter: Any = None) -> dict[str, float]:
-        return probe(model, self.tokenizer, self.template, sets, self.max_length, self.settings.probe.batch_size,
-                     adapter=adapter, prefix=prefix, source=self.source)
+        """The quick check before and after (answer probabilities, or held-out text NLL)."""
+        return self.source.probe(model, self.tokenizer, self.template, sets, self.max_length,
+                                 self.settings.probe.batch_size, adapter=adapter, prefix=prefix)
 
     def trainer(self, adapter: Any, dataset: Any, folder: Path, tracker: Any, master: Any = None) -> Any:
         """``master``: the float32 master weights of a half-precision model (train/precision.py),
@@ -179,7 +150,7 @@ def setup(cfg: DictConfig, settings: Settings) -> Setup:
         loaded = load_model(model_cfg, source.tokenizer_corpus, cfg.paths.cache_dir)
     template = PromptTemplate.for_model(cfg.model)
     max_length = int(cfg.model.max_length)
-    if method.needs_idk and source.kind == "text":
+    if method.needs_idk and not source.has_answers:
         raise GrunError(f"method={method.name} answers forget questions with refusals and needs QA data "
                         f"(data=tofu or synthetic), not the text corpora of data={cfg.data.name}")
     idk_answers, idk_source = (load_idk_answers(settings.method.idk_answers, cfg.paths.data_dir)

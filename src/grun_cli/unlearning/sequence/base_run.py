@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from grun_cli.adapters import load_adapter
+from grun_cli.data import has_answers
 from grun_cli.data.splits import forget_percent
 from grun_cli.errors import GrunError
 from grun_cli.train.run_card import read_run_card
@@ -90,7 +91,7 @@ class BaseRun:
                    "give one of the two")
         if cfg.get("resume"):
             yield "resume= does not continue a base_run= request; start it again in a new folder"
-        if data.get("kind") == "text":
+        if not has_answers(data):
             yield (f"base_run= continues a TOFU-shaped run; data={data.get('name')} has text "
                    "corpora: use sequence.requests=[...] with corpora instead")
 

@@ -81,7 +81,7 @@ def union_split(seq: Mapping[str, Any]) -> str:
 def plan(seq: Mapping[str, Any], source: Any) -> list[Request]:
     """The requests in order (checked: each forgets at least one author, none twice, all inside
     the union split)."""
-    if source.kind == "text":
+    if not source.has_answers:  # requests of forget corpora, not of authors
         return corpus_plan(seq, source)
     requests = seq.get("requests")
     split = union_split(seq)

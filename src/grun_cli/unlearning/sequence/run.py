@@ -28,6 +28,7 @@ from omegaconf import DictConfig, open_dict
 from grun_cli import distributed
 from grun_cli.adapters import make_adapter
 from grun_cli.adapters.base import base_fingerprint
+from grun_cli.data import has_answers
 from grun_cli.data.source import fingerprint
 from grun_cli.errors import GrunError
 from grun_cli.eval.run import run_evaluation
@@ -67,7 +68,7 @@ def run_sequence(cfg: DictConfig, settings: Settings, out: Path) -> dict[str, An
     started = time.time()
     base_run = BaseRun.read(cfg.base_run) if cfg.get("base_run") else None
     new_split = str(cfg.data.get("forget_split"))
-    if cfg.data.get("kind") != "text":  # (text: requests are forget corpora, the forget texts all of them)
+    if has_answers(cfg.data):  # (text: the requests are forget corpora, the forget texts all of them)
         split = base_run.union_split(new_split) if base_run else union_split(cfg.sequence)
         with open_dict(cfg):  # the evaluation's forget set (and its retain reference) is the union
             cfg.data.forget_split = split
@@ -208,7 +209,7 @@ def evaluate(s: Any, adapter: Any, folder: Path, done: list[Request]) -> dict[st
     """The evaluation after a request: TOFU with every finished request's authors as a group and
     all of them together (``eval.enabled``), else the answer probabilities of the probe rows."""
     cfg = s.cfg
-    if s.source.kind == "text":
+    if not s.source.has_answers:
         return _evaluate_text(s, adapter, folder, done)
     groups = author_groups([(r.number, r.authors) for r in done])
     if cfg.eval.enabled:
