@@ -81,14 +81,23 @@ def test_two_process_finetune(clean_env: dict[str, str], tmp_path: Path) -> None
         assert metrics["train_answer_prob"] == pytest.approx(check, rel=1e-3)
 
 
-def test_refused_data_parallel(clean_env: dict[str, str], tmp_path: Path) -> None:
+def test_refused_data_parallel(clean_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One real two-process launch refused; the other refusals are the same checks
+    (distributed.check, launch_overrides), asked in this process as rank 0 of 2."""
+    from omegaconf import OmegaConf
+
+    from grun_cli import distributed
+    from grun_cli.errors import GrunError
+
     r = launch("unlearn", *UNLEARN, "adapter=grun", f"hydra.run.dir={tmp_path / 'g'}", env=clean_env)
     assert r.returncode != 0 and "adapter=grun under 2 processes" in r.stderr
-    r = launch("unlearn", *UNLEARN, "adapter=lora", "train.batch_size=3", f"hydra.run.dir={tmp_path / 'b'}",
-               env=clean_env)
-    assert r.returncode != 0 and "train.batch_size=3 does not split over 2 processes" in r.stderr
-    r = launch("report", f"runs=[{tmp_path}]", env=clean_env)
-    assert r.returncode != 0 and "grun report runs in one process" in r.stderr
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    cfg = OmegaConf.create({"model": {"device_map": None}, "train": {"batch_size": 3}})
+    with pytest.raises(GrunError, match="train.batch_size=3 does not split over 2 processes"):
+        distributed.check(cfg, "lora")
+    with pytest.raises(GrunError, match="grun report runs in one process"):
+        distributed.launch_overrides("report", [f"runs=[{tmp_path}]"])
 
 
 @pytest.mark.parametrize(("env", "cfg", "kind", "message"), [

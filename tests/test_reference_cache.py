@@ -94,9 +94,12 @@ def test_cached_reference_equals_live(tiny, method_name: str, adapter_name: str)
         assert cached_terms[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
     assert cached_grads.keys() == live_grads.keys() and live_grads
     for name, grad in live_grads.items():
-        # float32 rounding scales with the gradient (RMU's reach the hundreds): atol relative to it
+        # float32 summation order differs between the cached and the live pass, and its rounding
+        # scales with the gradient (RMU's reach the hundreds; IDK-DPO x LoRA's ~10 differed by
+        # 1.3e-5 of their largest on an AVX-512 CPU): atol relative to it. A wrong reference
+        # differs by the order of the gradient itself.
         scale = max(1.0, grad.abs().max().item())
-        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-6 * scale, msg=name)
+        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=5e-5 * scale, msg=name)
 
 
 def test_reference_values_are_the_starting_models(tiny) -> None:

