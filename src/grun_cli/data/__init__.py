@@ -21,18 +21,22 @@ SOURCES: Registry[Source] = Registry("data set", entries={
 })
 
 
+def _source_name(cfg: Mapping[str, Any]) -> Any:
+    """The ``SOURCES`` entry ``data`` names: a text corpus of any name is read by the text source."""
+    return "wmdp" if cfg.get("kind") == "text" else cfg.get("name")
+
+
 def source_type(cfg: Mapping[str, Any]) -> type[Source]:
     """The source class ``data`` names, unbuilt (its class members, e.g. ``has_answers``, before
     any data is read)."""
-    return SOURCES.get("wmdp" if cfg.get("kind") == "text" else cfg.get("name"))
+    return SOURCES.get(_source_name(cfg))
 
 
 def has_answers(cfg: Mapping[str, Any]) -> bool:
     """Whether ``data`` holds QA pairs (TOFU's evaluation, refusals, requests of authors), from
     its config alone: the settings check asks before anything is read. An unknown data set
     counts as QA here; building it names the problem."""
-    known = "wmdp" if cfg.get("kind") == "text" else cfg.get("name")
-    return source_type(cfg).has_answers if known in SOURCES else True
+    return source_type(cfg).has_answers if _source_name(cfg) in SOURCES else True
 
 
 def make_source(cfg: Mapping[str, Any], data_root: str | None = None) -> Source:
