@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +156,10 @@ def grun(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: int 
                           text=True, timeout=timeout)
 
 
-def grun_stopped(*args: str, ready: Path, env: dict[str, str], wait: int = 400) -> subprocess.CompletedProcess[str]:
+def grun_stopped(*args: str, ready: Path | Callable[[], bool], env: dict[str, str],
+                 wait: int = 400) -> subprocess.CompletedProcess[str]:
     """Start the real `grun`, send it SIGTERM once ``ready`` exists (a checkpoint, a saved
-    request...); the ended process, its stderr captured."""
+    request...) or returns true; the ended process, its stderr captured."""
     import signal
     import time
 
@@ -167,7 +168,7 @@ def grun_stopped(*args: str, ready: Path, env: dict[str, str], wait: int = 400) 
                             stderr=subprocess.PIPE)
     try:
         deadline = time.time() + wait
-        while not ready.is_file():
+        while not (ready() if callable(ready) else ready.is_file()):
             assert proc.poll() is None, proc.stderr.read()[-3000:]
             assert time.time() < deadline, f"no {ready} after {wait} s"
             time.sleep(0.05)

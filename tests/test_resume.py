@@ -96,6 +96,39 @@ def test_a_resumed_finetune_equals_an_uninterrupted_one(clean_env: dict[str, str
     assert _without_times(stopped / "metrics.json") == _without_times(whole / "metrics.json")
 
 
+def test_a_stopped_cached_target_build_continues_from_its_checkpoint(clean_env: dict[str, str], tmp_path: Path,
+                                                                    cache_dir: Path) -> None:
+    """A stop signal during the cached target's fine-tune (built on first use by `grun unlearn`)
+    keeps the build's checkpoint; the same command again continues it to the weights an unbroken
+    build reaches (at paper or SmolLM2 scale a target is minutes to hours of training)."""
+    args = ["unlearn", *SMALL_DATA, "method=npo", "eval.enabled=false", "probe.max_rows=8", "train.max_steps=1",
+            f'target.overrides=["train.max_steps={STEPS}","train.save_steps=8","extra_splits=[]","check.max_rows=0"]']
+    (cache_dir / "tiny").mkdir(exist_ok=True)
+    builds = {}
+    for name in ("whole", "stopped"):  # each its own cache of fine-tunes, the tiny base model shared
+        (tmp_path / name / "tiny").parent.mkdir(parents=True)
+        (tmp_path / name / "tiny").symlink_to(cache_dir / "tiny")
+        builds[name] = {**clean_env, "GRUN_CACHE_DIR": str(tmp_path / name)}
+    r = grun(*args, f"hydra.run.dir={tmp_path / 'run-whole'}", env=builds["whole"])
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    finetuned = tmp_path / "stopped" / "finetuned"
+    r = grun_stopped(*args, f"hydra.run.dir={tmp_path / 'run-stopped'}", env=builds["stopped"],
+                     ready=lambda: any(finetuned.glob(".*.building/trainer/checkpoint-8/grun_checkpoint.json")))
+    assert r.returncode == 143 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "keeps its checkpoint at step" in r.stderr and "the same command continues" in r.stderr
+    assert "resume=" not in r.stderr  # the run folder has nothing to resume: the cache has
+    assert not [f for f in finetuned.iterdir() if not f.name.startswith(".")]  # nothing looks built
+
+    r = grun(*args, f"hydra.run.dir={tmp_path / 'run-stopped'}", env=builds["stopped"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    (whole,), (stopped,) = ([f for f in (tmp_path / n / "finetuned").iterdir() if not f.name.startswith(".")]
+                            for n in ("whole", "stopped"))
+    assert whole.name == stopped.name and not list(finetuned.glob(".*.building"))
+    assert _digest(stopped / "checkpoint") == _digest(whole / "checkpoint")
+    assert _without_times(stopped / "metrics.json") == _without_times(whole / "metrics.json")
+
+
 def test_a_corrupted_checkpoint_is_refused_before_loading(clean_env: dict[str, str], tmp_path: Path) -> None:
     stopped = tmp_path / "stopped"
     r = _stopped([*UNLEARN, "adapter=grun", "train.max_steps=400"], stopped, clean_env, "unlearn")

@@ -105,7 +105,8 @@ def _guarded(fn: Callable[[Any], Any], command: Command) -> Callable[[Any], Any]
             out = _run_folder()
             # only where resume= works: a stop inside grun eval's retain-model fine-tune leaves a
             # checkpoint of that fine-tune, which grun eval cannot continue (rerun it instead)
-            then = (f"; continue it with: grun {command.name} resume={out}"
+            then = (f"; {e.then}" if getattr(e, "then", None) else
+                    f"; continue it with: grun {command.name} resume={out}"
                     if checkpoint and out and command.name in RESUMABLE else
                     f"; run the same grun {command.name} command again" if checkpoint and out else "")
             print(f"\ngrun {command.name}: {what}"  # on its own line, after any progress bar

@@ -22,11 +22,13 @@ INTERRUPTED = "INTERRUPTED"
 class Interrupted(KeyboardInterrupt):
     """A stop signal, carried up the stack like Ctrl-C."""
 
-    def __init__(self, signum: int, step: int | None = None, checkpoint: str | None = None) -> None:
+    def __init__(self, signum: int, step: int | None = None, checkpoint: str | None = None,
+                 then: str | None = None) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.step = step  # the training step reached, when a checkpoint was saved there
         self.checkpoint = checkpoint
+        self.then = then  # what continues the work, where not `resume=` of the run folder
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:

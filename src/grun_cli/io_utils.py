@@ -47,11 +47,17 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish_dir(tmp, path)
+
+
+def publish_dir(built: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Rename the finished folder ``built`` to ``path`` (a sibling), replacing what is there."""
+    built, path = Path(built), Path(path)
     old = None
     if path.exists():  # moved aside and deleted last: a stop while deleting it keeps the new folder
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
         os.replace(path, old / path.name)
-    os.replace(tmp, path)
+    os.replace(built, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

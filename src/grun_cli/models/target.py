@@ -7,13 +7,15 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from grun_cli.errors import GrunError
-from grun_cli.io_utils import atomic_dir, build_lock
+from grun_cli.interrupts import Interrupted
+from grun_cli.io_utils import build_lock, publish_dir
 from grun_cli.models.packaged import weights_id
 from grun_cli.models.template import PromptTemplate
 
@@ -59,8 +61,13 @@ def recipe_hash(ft: DictConfig) -> str:
 
 
 def ensure_finetuned(cfg: DictConfig, split: str) -> Path:
-    """Folder of the cached tiny model fine-tuned on ``split`` of this run's data (built on
-    first use with `grun finetune`'s code): checkpoint/, metrics.json, run_card.json."""
+    """Folder of the cached model fine-tuned on ``split`` of this run's data (built on first use
+    with `grun finetune`'s code): checkpoint/, metrics.json, run_card.json.
+
+    The build happens in ``.<key>.building/`` beside it and is renamed into place when complete.
+    A stop signal during training leaves that folder with a checkpoint (and so do the recipe's
+    periodic ones, ``train.save_steps``), and the next build of the same recipe continues from
+    it: a SmolLM2 target is ~25 minutes of CPU, a paper-scale one GPU hours."""
     from grun_cli.settings import Train, parse
     from grun_cli.train.finetune import run_finetune
 
@@ -79,11 +86,45 @@ def ensure_finetuned(cfg: DictConfig, split: str) -> Path:
         if (folder / "run_card.json").is_file():  # another process built it while this one waited
             log.info("%s: reusing %s", what, folder)
             return folder
-        log.info("no %s for this data yet: fine-tuning one into %s (cached)", what, folder)
-        with atomic_dir(folder) as tmp:
-            run_finetune(ft, parse(Train, OmegaConf.to_container(ft.train, resolve=True), "train"), tmp,
+        building = folder.with_name(f".{folder.name}.building")
+        checkpoint = _resumable(building)
+        if checkpoint is None:
+            shutil.rmtree(building, ignore_errors=True)
+            log.info("no %s for this data yet: fine-tuning one into %s (cached)", what, folder)
+        else:
+            log.info("%s: continuing the stopped build from %s", what, checkpoint)
+            ft.resume = str(building)
+        building.mkdir(parents=True, exist_ok=True)
+        try:
+            run_finetune(ft, parse(Train, OmegaConf.to_container(ft.train, resolve=True), "train"), building,
                          track=False)
+        except Interrupted as e:
+            if e.checkpoint is None:
+                shutil.rmtree(building, ignore_errors=True)
+                raise
+            raise Interrupted(e.signum, e.step, then=f"the {what} keeps its checkpoint at step {e.step}: the same "
+                              "command continues its build from there") from None
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        publish_dir(building, folder)
     return folder
+
+
+def _resumable(building: Path) -> Path | None:
+    """The newest intact `grun finetune` checkpoint of a cached build that a stop signal ended
+    (it continues to the weights an unbroken build reaches: tests/test_resume.py), else None."""
+    from grun_cli.train.manifest import latest, read_manifest
+
+    checkpoint = latest(building)
+    if checkpoint is None:
+        return None
+    try:
+        if read_manifest(checkpoint).get("command") == "finetune":
+            return checkpoint
+    except GrunError as e:  # a damaged checkpoint of the cache's own: build again
+        log.warning("%s; building from the start", e)
+    return None
 
 
 def with_checkpoint(model_cfg: Any, folder: Path) -> Any:
