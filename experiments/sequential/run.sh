@@ -3,7 +3,8 @@
 # requests of 4 (sequence=tofu_forget10_in_5), NPO with each adapter's tuned forget05 settings
 # (conf/experiment/tiny_tofu/npo_<adapter>.yaml, unchanged: the same recipe per request), GRUN
 # with both combinations and the official protocol (each request's edit trained alone on the
-# base model, combined with the release's scale); then `grun report` (sequence.png) and the table in README.md.
+# base model, combined with the release's scale); then `grun report` (sequence.png), the table in README.md
+# and the claims (claims.yaml) over $out/results.json (copy it to experiments/sequential/ to record it).
 # usage: GRUN_DATA_DIR=../shared/data experiments/sequential/run.sh <out folder> [seed]
 set -euo pipefail
 out=$1; seed=${2:-42}
@@ -19,6 +20,8 @@ run npo_grun_official experiment=tiny_tofu/npo_grun adapter.combine=official
 run npo_grun_protocol_official experiment=tiny_tofu/npo_grun sequence.protocol=official
 run npo_lora experiment=tiny_tofu/npo_lora
 run npo_full experiment=tiny_tofu/npo_full
+grun eval model=tiny data=tofu data.forget_split=forget10 logger=none seed="$seed" hydra.run.dir="$out/target" \
+  > "$out/target.log" 2>&1  # the target before any request: the utility claim's reference row
 grun report "runs=[$out/npo_grun,$out/npo_grun_official,$out/npo_grun_protocol_official,$out/npo_lora,$out/npo_full]" out="$out/report" \
   > "$out/report.log" 2>&1
-python3 "$(dirname "$0")/table.py" "$out"/npo_grun "$out"/npo_grun_official "$out"/npo_grun_protocol_official "$out"/npo_lora "$out"/npo_full
+python3 "$(dirname "$0")/table.py" --target "$out/target" --json "$out/results.json" "$out"/npo_grun "$out"/npo_grun_official "$out"/npo_grun_protocol_official "$out"/npo_lora "$out"/npo_full

@@ -41,6 +41,7 @@ for_each's labels are added to both sides, except to a side that names a referen
 
 from __future__ import annotations
 
+import json
 import operator
 import statistics
 from collections.abc import Mapping, Sequence
@@ -270,3 +271,32 @@ def expected_rows(numbers: Mapping[str, Mapping[str, Any]], efficiency: bool = F
         rows.append((labels, {k: v.get("seeds") or [v.get("value")] for k, v in metrics.items()
                               if isinstance(v, Mapping)}))
     return rows
+
+
+RESULTS = "results.json"
+
+
+def results_rows(path: Path) -> Rows:
+    """The rows of a table that `grun repro` does not rerun (the sequential and attack tables:
+    their scripts write ``results.json``): ``{"rows": [{"labels": {...}, "metrics": {...}}]}``,
+    a metric one number or one per seed. Read as data; nothing in it is evaluated."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        rows = [({str(k): str(v) for k, v in r["labels"].items()}, dict(r["metrics"])) for r in raw["rows"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise GrunError(f"{path} is not a table's results ({type(e).__name__}): it needs rows of labels and "
+                        "metrics; write it again with the table's script") from None
+    return rows
+
+
+def check_results(folder: Path) -> list[ClaimResult]:
+    """Each claim of ``folder/claims.yaml`` over ``folder/results.json``."""
+    rows = results_rows(Path(folder) / RESULTS)
+    return [check(claim, rows) for claim in load_claims(Path(folder) / "claims.yaml")]
+
+
+def print_claims(results: Sequence[ClaimResult]) -> None:
+    """One line per claim, as `grun repro` prints them, for the table scripts."""
+    print(f"\nClaims ({RULE}):")
+    for r in results:
+        print(f"- {r.claim.id}: {r.line()} [recorded: {recorded(r.claim)}; {r.status}]")

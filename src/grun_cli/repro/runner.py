@@ -391,12 +391,26 @@ def step_shapes(setting: Any) -> dict[str, list[str]]:
 
 
 def describe_machine() -> dict[str, Any]:
+    """Where numbers were measured: float32 summation order differs between CPUs (AVX2 vs
+    AVX-512), enough to move recorded metrics slightly."""
     import platform
 
     import torch
 
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "cuda": torch.cuda.is_available()}
+    return {"cpu": _cpu_model(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "cuda": torch.cuda.is_available()}
+
+
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def rows_for_expected(result: TableRun) -> list[Mapping[str, Mapping[str, Any]]]:
