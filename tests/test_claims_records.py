@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from grun_cli.repro.claims import RESULTS, check, expected_rows, load_claims, results_rows
+from grun_cli.repro.claims import RESULTS, check_table, expected_rows
 from grun_cli.repro.expected import OK
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -29,10 +29,7 @@ def test_recorded_outcomes_follow_the_rule(table: str) -> None:
         numbers = json.loads((folder / "expected_ci.json").read_text())["numbers"]
         rows = expected_rows(numbers, efficiency=table == "efficiency")
     else:
-        rows = results_rows(folder / RESULTS)
-    wrong = []
-    for claim in load_claims(folder / "claims.yaml"):
-        result = check(claim, rows)
-        if result.outcome is None or result.status != OK:
-            wrong.append(f"{claim.id}: recorded {claim.cpu_scale}, the rule gives {result.line()}")
+        rows = None  # the recorded results.json
+    wrong = [f"{result.claim.id}: recorded {result.claim.cpu_scale}, the rule gives {result.line()}"
+             for result in check_table(folder, rows) if result.outcome is None or result.status != OK]
     assert not wrong, "\n".join(wrong)

@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from grun_cli.eval.attacks import available
-from grun_cli.repro.claims import check, load_claims, print_claims
+from grun_cli.repro.claims import check_table, print_claims
 from grun_cli.repro.runner import describe_machine
 
 COLUMNS = ("forget_quality", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "model_utility",
@@ -60,10 +60,7 @@ def main() -> None:
             "what": "experiments/attacks/table.py over the run folders of experiments/attacks/run.sh (seed 42)",
             "runs": str(args.out), "machine": {k: v for k, v in describe_machine().items() if k != "torch_threads"}, "date": date.today().isoformat(), "seeds": [42],
             "rows": table}, indent=1) + "\n")
-    claims = Path(__file__).with_name("claims.yaml")
-    if claims.is_file():
-        found = [(r["labels"], r["metrics"]) for r in table]
-        print_claims([check(c, found) for c in load_claims(claims)])
+    print_claims(check_table(Path(__file__).parent, [(r["labels"], r["metrics"]) for r in table]))
 
 
 if __name__ == "__main__":

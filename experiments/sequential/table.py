@@ -15,7 +15,7 @@ import json
 from datetime import date
 from pathlib import Path
 
-from grun_cli.repro.claims import check, load_claims, print_claims
+from grun_cli.repro.claims import check_table, print_claims
 from grun_cli.repro.runner import describe_machine
 
 
@@ -66,10 +66,7 @@ def main() -> None:
             "runs": [str(f) for f in args.folders], "machine": {k: v for k, v in describe_machine().items() if k != "torch_threads"}, "date": date.today().isoformat(),
             "seeds": sorted({c.get("config", {}).get("seed") for c in cards} - {None}),
             "target": str(args.target) if args.target else None, "rows": target + table}, indent=1) + "\n")
-    claims = Path(__file__).with_name("claims.yaml")
-    if claims.is_file():
-        found = [(r["labels"], r["metrics"]) for r in target + table]
-        print_claims([check(c, found) for c in load_claims(claims)])
+    print_claims(check_table(Path(__file__).parent, [(r["labels"], r["metrics"]) for r in target + table]))
 
 
 if __name__ == "__main__":

@@ -289,14 +289,17 @@ def results_rows(path: Path) -> Rows:
     return rows
 
 
-def check_results(folder: Path) -> list[ClaimResult]:
-    """Each claim of ``folder/claims.yaml`` over ``folder/results.json``."""
-    rows = results_rows(Path(folder) / RESULTS)
+def check_table(folder: Path, rows: Rows | None = None) -> list[ClaimResult]:
+    """Each claim of ``folder/claims.yaml`` (none without the file) over ``rows``, by default
+    the table's recorded ``folder/results.json``."""
+    rows = results_rows(Path(folder) / RESULTS) if rows is None else rows
     return [check(claim, rows) for claim in load_claims(Path(folder) / "claims.yaml")]
 
 
 def print_claims(results: Sequence[ClaimResult]) -> None:
-    """One line per claim, as `grun repro` prints them, for the table scripts."""
+    """One line per claim, as `grun repro` prints them, for the table scripts (nothing without claims)."""
+    if not results:
+        return
     print(f"\nClaims ({RULE}):")
     for r in results:
         print(f"- {r.claim.id}: {r.line()} [recorded: {recorded(r.claim)}; {r.status}]")
