@@ -212,9 +212,15 @@ def test_table_reads_cells_metrics_and_data_fallback(tmp_path: Path) -> None:
     assert table.expected_path("tofu").name == "expected_ci.json"
 
 
+def test_a_table_too_long_for_ci_lists_cpu_cells_only(tmp_path: Path) -> None:
+    table = load_table(_table(tmp_path, "t", GOOD_TABLE.replace("cells:\n  ci:", "cells:\n  cpu:")))
+    assert "ci" not in table.cells and [c.name for c in table.cells["cpu"]] == ["npo/grun"]
+    assert table.not_run("ci") == {"npo/grun"}
+
+
 @pytest.mark.parametrize("body, message", [
     ("kind: muse\ncells: {ci: []}", "kind is 'muse'"),
-    ("kind: tofu\nmetrics: {a: {}}", "no cells.ci"),
+    ("kind: tofu\nmetrics: {a: {}}", "no cells.ci or cells.cpu"),
     ("kind: tofu\ncells: {ci: [{method: npo, adapter: grun, experiment: x}, {method: npo, adapter: grun, "
      "experiment: y}]}\nmetrics: {a: {}}", "twice"),
     ("kind: tofu\ncells: {ci: [{method: npo, adapter: grun, experiment: x}]}\nmetrics: {a: {better: up}}",
@@ -358,6 +364,14 @@ def test_bad_repro_settings_fail_in_one_line(clean_env: dict[str, str], tmp_path
     assert r.returncode == 2, r.stderr[-2000:]
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert time.time() - started < 120
+
+
+def test_a_table_without_ci_cells_is_left_to_scale_cpu(clean_env: dict[str, str], tmp_path: Path) -> None:
+    _table(tmp_path, "long", GOOD_TABLE.replace("cells:\n  ci:", "cells:\n  cpu:"))
+    r = grun("repro", f"root={tmp_path}", f"out={tmp_path / 'o'}", env=clean_env)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "long: no cells.ci" in r.stdout
+    assert r.stderr.strip() == "grun repro: error: tables=['long']: no cells.ci (too long for CI); run with scale=cpu"
 
 
 def test_a_later_tables_target_is_built_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

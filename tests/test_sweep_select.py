@@ -12,7 +12,7 @@ import pytest
 from grun_cli.errors import GrunError
 from grun_cli.sweep.records import read_trials, refresh_trials_file, swept_params
 from grun_cli.sweep.select import Objective, pareto_front, select_best, utility_bar
-from grun_cli.sweep.summary import best
+from grun_cli.sweep.summary import best, console_table
 
 FQ = Objective("forget_quality", "maximize", log=True)
 MU = Objective("model_utility", "maximize")
@@ -104,6 +104,24 @@ def test_best_json_per_cell() -> None:
     assert pareto["bar"] is None and pareto["cells"]["npo/grun"]["selected"] == 1
     with pytest.raises(GrunError, match="select.rule=best is not one of utility_bar, pareto"):
         best(TRIALS, {"forget": FQ, "utility": MU}, {"rule": "best"}, None)
+
+
+def test_best_json_says_whether_each_space_reached_the_bar() -> None:
+    """Each cell's complete trials on the two sides of the utility bar (issue 24: a LoRA space
+    whose every trial left the target as it was 'selected' a trial that had not unlearned)."""
+    above = [trial(10, 1e-20, 0.93, cell=("gd", "lora")), trial(11, 1e-19, 0.92, cell=("gd", "lora"))]
+    content = best(TRIALS + above, {"forget": FQ, "utility": MU}, {"rule": "utility_bar", "min_utility": 0.9},
+                   {"model_utility": 0.93})
+    npo = content["cells"]["npo/grun"]["bar_sides"]
+    assert npo == {"meet": 5, "miss": 1, "nearest_meeting": 0.85, "nearest_missing": 0.80, "reached": True}
+    lora = content["cells"]["gd/lora"]["bar_sides"]
+    assert (lora["meet"], lora["miss"], lora["nearest_meeting"], lora["reached"]) == (2, 0, 0.92, False)
+    text = console_table(TRIALS + above, content)
+    assert "utility bar 0.837: 5 trials meet it (nearest 0.85), 1 miss it (nearest 0.8)" in text
+    assert "gd/lora: every complete trial meets the utility bar 0.837 (nearest 0.92)" in text
+    assert "widen it" in text and "npo/grun: every" not in text
+    pareto = best(TRIALS, {"forget": FQ, "utility": MU}, {"rule": "pareto", "min_utility": 0.9}, {"model_utility": 0.93})
+    assert pareto["cells"]["npo/grun"]["bar_sides"] is None
 
 
 def test_records_from_trial_folders(tmp_path: Path) -> None:

@@ -62,6 +62,14 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
         raise GrunError(f"jobs={cfg.jobs} threads={cfg.threads}: give 1 or more (jobs=auto: one per core)")
     root = Path(str(cfg.root))
     tables = find_tables(root, [str(t) for t in as_list(cfg.tables)])
+    if scale == "ci":  # a table too long for CI lists only cells.cpu: `make repro-cpu` runs it
+        for t in tables:
+            if t.kind != "efficiency" and not t.cells.get("ci"):
+                print(f"{t.name}: no cells.ci (a table for `make repro-cpu`, scale=cpu); not run at scale=ci")
+        kept = [t for t in tables if t.kind == "efficiency" or t.cells.get("ci")]
+        if not kept:
+            raise GrunError(f"tables={[t.name for t in tables]}: no cells.ci (too long for CI); run with scale=cpu")
+        tables = kept
     if scale == "paper":
         tables = [t for t in tables if "paper" in t.cells]
         if not tables:

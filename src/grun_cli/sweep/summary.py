@@ -13,6 +13,7 @@ from grun_cli.io_utils import atomic_write_json
 from grun_cli.sweep.records import BEST_FILE, cell
 from grun_cli.sweep.select import (
     Objective,
+    better,
     finite,
     pareto_front,
     rule_text,
@@ -63,6 +64,7 @@ def best(trials: Sequence[Mapping[str, Any]], objective: Mapping[str, Objective]
             "interrupted": sum(t.get("status") == "interrupted" for t in members),
             "metrics": dict(chosen["metrics"]) if chosen is not None else None,
             "params": dict(chosen.get("params") or {}) if chosen is not None else None,
+            "bar_sides": bar_sides(done, utility, bar),
         }
     text = (rule_text(forget, utility, min_utility, target_utility, bar) if rule == "utility_bar" else
             f"Pareto front of ({forget.metric}, {utility.metric}) over complete trials; `selected` is the front's "
@@ -70,6 +72,36 @@ def best(trials: Sequence[Mapping[str, Any]], objective: Mapping[str, Objective]
     return {"rule": text, "select": {"rule": rule, "min_utility": min_utility},
             "objective": {k: vars(v) for k, v in objective.items()},
             "target_utility": target_utility if finite(target_utility) else None, "bar": bar, "cells": cells}
+
+
+def bar_sides(done: Sequence[Mapping[str, Any]], utility: Objective, bar: float | None) -> dict[str, Any] | None:
+    """How the cell's complete trials sit around the utility bar: how many on each side and the
+    utility nearest the bar on each. A space whose trials all land on one side did not reach the
+    bar (all above: nothing was pushed as far as the bar allows, and the selected trial may hardly
+    have unlearned; all below: every trial broke the model), so the cell was not tuned fairly:
+    widen its space and rerun it."""
+    if bar is None:
+        return None
+    values = [u for u in (utility.value(t.get("metrics") or {}) for t in done) if finite(u)]
+    meets = [u for u in values if u == bar or not better(bar, u, utility.direction)]
+    misses = [u for u in values if u not in meets]
+    nearest = (min if utility.direction == "maximize" else max)
+    farthest = (max if utility.direction == "maximize" else min)
+    return {"meet": len(meets), "miss": len(misses),
+            "nearest_meeting": nearest(meets) if meets else None,
+            "nearest_missing": farthest(misses) if misses else None,
+            "reached": bool(meets and misses)}
+
+
+def bar_line(name: str, sides: Mapping[str, Any] | None, bar: float | None) -> str | None:
+    """The console's line for a cell whose space did not reach the bar on both sides."""
+    if not sides or bar is None or sides["reached"]:
+        return None
+    if not sides["meet"]:
+        return None  # "no trial reached ..." already says it
+    return (f"  {name}: every complete trial meets the utility bar {bar:.4g} (nearest {_fmt(sides['nearest_meeting'])}): "
+            "the space never pushed unlearning as far as the bar allows; widen it (larger lr or more epochs) "
+            "and rerun this cell")
 
 
 def write_best(sweep_dir: Path, content: Mapping[str, Any]) -> Path:
@@ -105,6 +137,13 @@ def console_table(trials: Sequence[Mapping[str, Any]], content: Mapping[str, Any
     for name, c in content["cells"].items():
         lines.append(f"  {name}: " + (f"trial {c['selected']} ({c['trials']} trials)" if c["selected"] is not None
                                       else f"none: {c['reason']} ({c['trials']} trials)"))
+        sides = c.get("bar_sides")
+        if sides and sides["meet"] and sides["miss"]:
+            lines.append(f"    utility bar {content['bar']:.4g}: {sides['meet']} trials meet it (nearest "
+                         f"{_fmt(sides['nearest_meeting'])}), {sides['miss']} miss it (nearest {_fmt(sides['nearest_missing'])})")
+        warning = bar_line(name, sides, content.get("bar"))
+        if warning:
+            lines.append(warning)
     failed = [t for t in trials if t.get("status") != "complete"]
     for t in failed:
         lines.append(f"  trial {t['number']} {t.get('status')}: {t.get('reason')}")
