@@ -18,9 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 def test_overrides_split_into_groups_and_nested_values() -> None:
     groups, values = split_overrides([
         "sweep=tofu_npo_grun", "data=tofu", "train.lr=0.002", "adapter.layers=[1,3]", "+method.beta=0.05",
-        "hydra.sweep.dir=x", "seed=3", "select.min_utility=0.8", "adapter.gate=mlp"])
+        "hydra.sweep.dir=x", "seed=3", "select.min_utility=0.8", "adapter.gate=mlp",
+        "confirm=false", "eval.retain_logs=/here/TOFU_EVAL.json", "eval.limit=5"])
     assert groups == {"data": "tofu"}
-    assert values == {"train": {"lr": 0.002}, "adapter": {"layers": [1, 3], "gate": "mlp"}, "method": {"beta": 0.05}}
+    assert values == {"train": {"lr": 0.002}, "adapter": {"layers": [1, 3], "gate": "mlp"}, "method": {"beta": 0.05},
+                      "eval": {"limit": 5}}  # how this machine ran it (confirm, a retain log's path) is not the recipe
 
 
 def test_experiment_yaml_has_the_trials_groups_and_values() -> None:

@@ -23,6 +23,9 @@ SELECTED_DIR = "selected"
 _GROUPS = ("model", "data", "method", "adapter", "train", "eval", "logger")
 #: overrides that belong to the sweep, not to the run it selected
 _SWEEP_ONLY = ("sweep", "hydra", "select", "seed")
+#: overrides of how this machine ran the sweep, not of the recipe: a confirmation skipped, the
+#: retain model's logs given as a file here (a rerun elsewhere builds or finds its own)
+_INVOCATION = ("confirm", "eval.retain_logs")
 
 
 def _value(text: str) -> Any:
@@ -42,7 +45,7 @@ def split_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], dict[str,
         if not sep:
             continue
         key = key.lstrip("+~")
-        if key.split(".")[0].split("/")[0] in _SWEEP_ONLY:
+        if key.split(".")[0].split("/")[0] in _SWEEP_ONLY or key in _INVOCATION:
             continue
         if key in _GROUPS:
             groups[key] = text
