@@ -139,8 +139,10 @@ def console_table(trials: Sequence[Mapping[str, Any]], content: Mapping[str, Any
                                       else f"none: {c['reason']} ({c['trials']} trials)"))
         sides = c.get("bar_sides")
         if sides and sides["meet"] and sides["miss"]:
-            lines.append(f"    utility bar {content['bar']:.4g}: {sides['meet']} trials meet it (nearest "
-                         f"{_fmt(sides['nearest_meeting'])}), {sides['miss']} miss it (nearest {_fmt(sides['nearest_missing'])})")
+            meet, miss = sides["meet"], sides["miss"]
+            lines.append(f"    utility bar {content['bar']:.4g}: {meet} trial{'s meet' if meet > 1 else ' meets'} it "
+                         f"(nearest {_fmt(sides['nearest_meeting'])}), {miss} trial{'s miss' if miss > 1 else ' misses'} "
+                         f"it (nearest {_fmt(sides['nearest_missing'])})")
         warning = bar_line(name, sides, content.get("bar"))
         if warning:
             lines.append(warning)
