@@ -139,7 +139,9 @@ def test_claim_outcome_over_seeds_is_one_rule() -> None:
     assert one("npo", right={"role": "target"}, scale=0.9) == "not shown"  # 0.80 < 0.855 < 0.86
     assert one("gd", right={"role": "target"}, scale=0.9) == "holds"
     auc = check(_claim(metric="auc", right=None, value=0.95, for_each={"method": ["npo"]}), rows)
-    assert auc.outcome == "not shown" and "0.95 [0.94, 0.96]" in auc.line() and "over 2 seeds" in auc.line()
+    assert auc.outcome == "not shown" and "[0.94, 0.96]" in auc.line() and "over 2 seeds" in auc.line()
+    assert "[0.8, 0.86] >= npo/full [0.83, 0.85] over 3 / 2 seeds" in check(
+        _claim(metric="u", for_each={"method": ["npo"]}), rows).line()  # the ranges the rule compares
     # for each method: holds when each holds, fails when any fails, else not shown
     assert check(claim, rows).outcome == "fails"
     assert check(_claim(metric="u", for_each={"method": ["gd", "npo"]}), rows).outcome == "not shown"

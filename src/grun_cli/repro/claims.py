@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import operator
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
@@ -210,9 +209,11 @@ def _status(found: str, record: str, points: bool) -> str:
 
 
 def _spread(values: Sequence[float]) -> str:
+    """One seed's value, or the seeds' range: the rule compares ranges, and a mean would mislead
+    for a metric read on a log scale (forget quality's seeds span decades)."""
     if len(values) == 1:
         return f"{values[0]:.4g}"
-    return f"{statistics.fmean(values):.4g} [{min(values):.4g}, {max(values):.4g}]"
+    return f"[{min(values):.4g}, {max(values):.4g}]"
 
 
 def check(claim: Claim, rows: Rows, partial: bool = False) -> ClaimResult:
@@ -248,7 +249,8 @@ def check(claim: Claim, rows: Rows, partial: bool = False) -> ClaimResult:
         all_points = all_points and points
         statuses.append(_status(found, recorded(claim, combo) if combo else recorded(claim), points))
         scaled = f"{claim.scale:g} x " if claim.scale != 1.0 else ""
-        seeds = f" over {len(left)} seeds" if len(left) > 1 else ""
+        counts = f"{len(left)}" if len(bounds) in (1, len(left)) else f"{len(left)} / {len(bounds)}"
+        seeds = f" over {counts} seeds" if len(left) > 1 else ""
         details.append(f"{_label(left_sel)} {_spread(left)} {claim.op} {scaled}{right_name} {_spread(right)}"
                        f"{seeds}: {found}")
     if None in outcomes or not outcomes:
