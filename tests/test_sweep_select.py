@@ -120,6 +120,7 @@ def test_best_json_says_whether_each_space_reached_the_bar() -> None:
     assert "utility bar 0.837: 5 trials meet it (nearest 0.85), 1 trial misses it (nearest 0.8)" in text
     assert "gd/lora: every complete trial meets the utility bar 0.837 (nearest 0.92)" in text
     assert "widen it" in text and "npo/grun: every" not in text
+    assert "widen it" not in console_table(TRIALS + above, {**content, "finished": False})  # a sweep still running
     pareto = best(TRIALS, {"forget": FQ, "utility": MU}, {"rule": "pareto", "min_utility": 0.9}, {"model_utility": 0.93})
     assert pareto["cells"]["npo/grun"]["bar_sides"] is None
 

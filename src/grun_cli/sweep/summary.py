@@ -143,7 +143,7 @@ def console_table(trials: Sequence[Mapping[str, Any]], content: Mapping[str, Any
             lines.append(f"    utility bar {content['bar']:.4g}: {meet} trial{'s meet' if meet > 1 else ' meets'} it "
                          f"(nearest {_fmt(sides['nearest_meeting'])}), {miss} trial{'s miss' if miss > 1 else ' misses'} "
                          f"it (nearest {_fmt(sides['nearest_missing'])})")
-        warning = bar_line(name, sides, content.get("bar"))
+        warning = bar_line(name, sides, content.get("bar")) if content.get("finished", True) else None
         if warning:
             lines.append(warning)
     failed = [t for t in trials if t.get("status") != "complete"]
