@@ -63,13 +63,12 @@ def repro(cfg: DictConfig) -> dict[str, Any]:
     root = Path(str(cfg.root))
     tables = find_tables(root, [str(t) for t in as_list(cfg.tables)])
     if scale == "ci":  # a table too long for CI lists only cells.cpu: `make repro-cpu` runs it
-        for t in tables:
-            if t.kind != "efficiency" and not t.cells.get("ci"):
-                print(f"{t.name}: no cells.ci (a table for `make repro-cpu`, scale=cpu); not run at scale=ci")
-        kept = [t for t in tables if t.kind == "efficiency" or t.cells.get("ci")]
-        if not kept:
+        cpu_only = {t.name for t in tables if t.kind != "efficiency" and not t.cells.get("ci")}
+        for name in sorted(cpu_only):
+            print(f"{name}: no cells.ci (a table for `make repro-cpu`, scale=cpu); not run at scale=ci")
+        if cpu_only and cpu_only == {t.name for t in tables}:
             raise GrunError(f"tables={[t.name for t in tables]}: no cells.ci (too long for CI); run with scale=cpu")
-        tables = kept
+        tables = [t for t in tables if t.name not in cpu_only]
     if scale == "paper":
         tables = [t for t in tables if "paper" in t.cells]
         if not tables:

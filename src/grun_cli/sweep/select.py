@@ -25,6 +25,11 @@ def better(a: float, b: float, direction: str) -> bool:
     return a > b if direction == "maximize" else a < b
 
 
+def meets_bar(value: float, bar: float, direction: str) -> bool:
+    """Whether a utility ``value`` reaches the selection rule's ``bar`` (the bar itself counts)."""
+    return value == bar or not better(bar, value, direction)
+
+
 def pareto_front(points: Sequence[tuple[float, float]],
                  directions: tuple[str, str] = ("maximize", "maximize")) -> list[int]:
     """Indices of the non-dominated points (in input order). A point with a non-finite
@@ -94,7 +99,7 @@ def select_best(trials: Sequence[Mapping[str, Any]], forget: Objective, utility:
     if not scored:
         return None, f"no complete trial with finite {forget.metric} and {utility.metric}"
     if bar is not None:
-        scored = [(t, f, u) for t, f, u in scored if u == bar or not better(bar, u, utility.direction)]
+        scored = [(t, f, u) for t, f, u in scored if meets_bar(u, bar, utility.direction)]
         if not scored:
             op = ">=" if utility.direction == "maximize" else "<="
             return None, f"no trial reached {utility.metric} {op} {bar:.4g}"

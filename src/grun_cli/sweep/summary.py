@@ -13,8 +13,8 @@ from grun_cli.io_utils import atomic_write_json
 from grun_cli.sweep.records import BEST_FILE, cell
 from grun_cli.sweep.select import (
     Objective,
-    better,
     finite,
+    meets_bar,
     pareto_front,
     rule_text,
     select_best,
@@ -83,22 +83,21 @@ def bar_sides(done: Sequence[Mapping[str, Any]], utility: Objective, bar: float 
     if bar is None:
         return None
     values = [u for u in (utility.value(t.get("metrics") or {}) for t in done) if finite(u)]
-    meets = [u for u in values if u == bar or not better(bar, u, utility.direction)]
-    misses = [u for u in values if u not in meets]
-    nearest = (min if utility.direction == "maximize" else max)
-    farthest = (max if utility.direction == "maximize" else min)
+    meets = [u for u in values if meets_bar(u, bar, utility.direction)]
+    misses = [u for u in values if not meets_bar(u, bar, utility.direction)]
+    # nearest the bar: the lowest that meets it and the highest that misses it (maximised utility)
+    edge_meeting, edge_missing = (min, max) if utility.direction == "maximize" else (max, min)
     return {"meet": len(meets), "miss": len(misses),
-            "nearest_meeting": nearest(meets) if meets else None,
-            "nearest_missing": farthest(misses) if misses else None,
+            "nearest_meeting": edge_meeting(meets) if meets else None,
+            "nearest_missing": edge_missing(misses) if misses else None,
             "reached": bool(meets and misses)}
 
 
 def bar_line(name: str, sides: Mapping[str, Any] | None, bar: float | None) -> str | None:
-    """The console's line for a cell whose space did not reach the bar on both sides."""
-    if not sides or bar is None or sides["reached"]:
+    """The console's line for a cell whose every complete trial met the bar (when none did, the
+    cell's "no trial reached ..." already says so)."""
+    if not sides or bar is None or sides["miss"] or not sides["meet"]:
         return None
-    if not sides["meet"]:
-        return None  # "no trial reached ..." already says it
     return (f"  {name}: every complete trial meets the utility bar {bar:.4g} (nearest {_fmt(sides['nearest_meeting'])}): "
             "the space never pushed unlearning as far as the bar allows; widen it (larger lr or more epochs) "
             "and rerun this cell")
